@@ -1,0 +1,286 @@
+"""Settings: the server's from the environment, a repository's from `.github/honk.yml`.
+
+Both are read once into typed, frozen objects and passed down; nothing below this module
+reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_LABEL = "honk"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(Exception):
+    """A server setting is missing or malformed; the message names it in one line."""
+
+
+class RepoConfigError(Exception):
+    """`.github/honk.yml` is not valid; the message names the key in one sentence."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    port: int = 3000
+    host: str = "0.0.0.0"
+    github_api_url: str = "https://api.github.com"
+    app_id: int | None = None
+    private_key: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    public_url: str | None = None
+    log_level: str = "info"
+    log_format: str = "json"
+    label: str = DEFAULT_LABEL
+    model: str = DEFAULT_MODEL
+    workers: int = 2
+    max_turns_cap: int = 100
+    max_cost_usd_cap: float = 20.0
+    timeout_minutes_cap: int = 60
+    allow_network: bool = False
+    unsafe_no_sandbox: bool = False
+
+    @property
+    def has_app_credentials(self) -> bool:
+        return self.app_id is not None and bool(self.private_key) and bool(self.webhook_secret)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value Honk holds, for redaction wherever it writes text."""
+        values = (self.private_key, self.webhook_secret, self.client_secret, self.anthropic_api_key)
+        return [value for value in values if value]
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.database_url.startswith("sqlite:///"):
+            return None
+        raw = self.database_url.removeprefix("sqlite:///")
+        path = Path(raw)
+        return path if path.is_absolute() else self.data_dir / path
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the server's settings; raise SettingsError naming the first bad one."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("HONK_DATA_DIR") or ".honk").expanduser().resolve()
+    database_url = env.get("DATABASE_URL") or "sqlite:///honk.db"
+    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise SettingsError(
+            "DATABASE_URL must start with sqlite:/// or postgresql://, "
+            f"got {database_url.split(':', 1)[0]!r}"
+        )
+    log_format = env.get("LOG_FORMAT", "json").lower()
+    if log_format not in ("json", "console"):
+        raise SettingsError(f"LOG_FORMAT must be json or console, got {log_format!r}")
+    log_level = env.get("LOG_LEVEL", "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        port=_int(env, "PORT", 3000, minimum=1, maximum=65535),
+        host=env.get("HOST", "0.0.0.0"),
+        github_api_url=_url(env, "GITHUB_API_URL", "https://api.github.com"),
+        app_id=_optional_int(env, "APP_ID"),
+        private_key=_private_key(env),
+        webhook_secret=env.get("WEBHOOK_SECRET") or None,
+        client_id=env.get("GITHUB_CLIENT_ID") or None,
+        client_secret=env.get("GITHUB_CLIENT_SECRET") or None,
+        anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+        anthropic_base_url=_optional_url(env, "ANTHROPIC_BASE_URL"),
+        public_url=_optional_url(env, "PUBLIC_URL") or _optional_url(env, "WEBHOOK_PROXY_URL"),
+        log_level=log_level,
+        log_format=log_format,
+        label=env.get("HONK_LABEL") or DEFAULT_LABEL,
+        model=env.get("HONK_MODEL") or DEFAULT_MODEL,
+        workers=_int(env, "HONK_WORKERS", 2, minimum=1, maximum=64),
+        max_turns_cap=_int(env, "HONK_MAX_TURNS_CAP", 100, minimum=1, maximum=10_000),
+        max_cost_usd_cap=_float(env, "HONK_MAX_COST_USD_CAP", 20.0),
+        timeout_minutes_cap=_int(env, "HONK_TIMEOUT_MINUTES_CAP", 60, minimum=1, maximum=24 * 60),
+        allow_network=_bool(env, "HONK_ALLOW_NETWORK"),
+        unsafe_no_sandbox=_bool(env, "HONK_UNSAFE_NO_SANDBOX"),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, 0, minimum=1, maximum=2**63) if env.get(name) else None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be above zero, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    return _optional_url(env, name) or default
+
+
+def _optional_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _private_key(env: Mapping[str, str]) -> str | None:
+    pem = env.get("PRIVATE_KEY")
+    source = "PRIVATE_KEY"
+    if not pem and env.get("PRIVATE_KEY_PATH"):
+        path = Path(env["PRIVATE_KEY_PATH"]).expanduser()
+        source = "PRIVATE_KEY_PATH"
+        try:
+            pem = path.read_text()
+        except OSError as error:
+            raise SettingsError(f"PRIVATE_KEY_PATH cannot be read: {error.strerror}") from None
+    if not pem:
+        return None
+    # .env files and CI secrets often carry the PEM with literal "\n" in one line.
+    pem = pem.replace("\\n", "\n").strip() + "\n"
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise SettingsError(f"{source} is not a PEM private key") from None
+    return pem
+
+
+# --- .github/honk.yml --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    label: str = DEFAULT_LABEL
+    model: str | None = None
+    setup: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
+    check_rounds: int = 2
+    max_turns: int = 40
+    max_cost_usd: float = 5.0
+    timeout_minutes: int = 30
+    instructions: str | None = None
+    network: bool = False
+
+
+REPO_CONFIG_PATH = ".github/honk.yml"
+_REPO_KEYS: dict[str, tuple[type, ...]] = {
+    "label": (str,),
+    "model": (str,),
+    "setup": (list, str),
+    "checks": (list, str),
+    "check_rounds": (int,),
+    "max_turns": (int,),
+    "max_cost_usd": (int, float),
+    "timeout_minutes": (int, float),
+    "instructions": (str,),
+    "network": (bool,),
+}
+
+
+def parse_repo_config(text: str | None) -> RepoConfig:
+    """Validate `.github/honk.yml`; a typo or a wrong type raises RepoConfigError."""
+    if text is None or not text.strip():
+        return RepoConfig()
+    try:
+        raw: Any = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RepoConfigError(f"{REPO_CONFIG_PATH} is not valid YAML{where}.") from None
+    if raw is None:
+        return RepoConfig()
+    if not isinstance(raw, dict):
+        raise RepoConfigError(f"{REPO_CONFIG_PATH} must be a mapping of keys to values.")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _REPO_KEYS:
+            known = ", ".join(_REPO_KEYS)
+            raise RepoConfigError(f"{REPO_CONFIG_PATH}: unknown key `{key}` (known keys: {known}).")
+        values[key] = _checked(key, value)
+    return RepoConfig(**values)
+
+
+def _checked(key: str, value: Any) -> Any:
+    expected = _REPO_KEYS[key]
+    # bool is an int in Python; `max_turns: yes` is a typo, not 1.
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        names = " or ".join("a list" if t is list else _TYPE_NAMES[t] for t in expected)
+        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must be {names}, got {value!r}.")
+    if key in ("setup", "checks"):
+        commands = [value] if isinstance(value, str) else value
+        if not all(isinstance(command, str) and command.strip() for command in commands):
+            raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must be a list of commands.")
+        return tuple(commands)
+    if key in ("check_rounds", "max_turns", "max_cost_usd", "timeout_minutes") and value < 0:
+        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must not be negative, got {value!r}.")
+    if key in ("max_turns", "max_cost_usd", "timeout_minutes") and value == 0:
+        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must be above zero.")
+    return value
+
+
+_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class EffectiveLimits:
+    """The repository's wishes, held under the operator's caps."""
+
+    model: str
+    max_turns: int
+    max_cost_usd: float
+    timeout_seconds: float
+    network: bool
+
+
+def effective_limits(settings: Settings, repo: RepoConfig) -> EffectiveLimits:
+    return EffectiveLimits(
+        model=repo.model or settings.model,
+        max_turns=min(repo.max_turns, settings.max_turns_cap),
+        max_cost_usd=min(repo.max_cost_usd, settings.max_cost_usd_cap),
+        timeout_seconds=60.0 * min(repo.timeout_minutes, settings.timeout_minutes_cap),
+        network=repo.network and settings.allow_network,
+    )

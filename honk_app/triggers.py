@@ -1,0 +1,158 @@
+"""What a delivery means: DESIGN.md's trigger table as code.
+
+Fields are read from plain JSON and anything missing makes the delivery "not for Honk"
+rather than an error: GitHub Enterprise Server and older deliveries lack fields that the
+newest schema requires. No network I/O happens here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+HONK_COMMAND = re.compile(r"^/honk(?:[ \t]+(?P<rest>.*))?$", re.DOTALL)
+STOP_WORDS = ("stop", "cancel")
+FOLLOW_UP_REVIEW_STATES = ("changes_requested", "commented")
+BRANCH_PREFIX = "honk/"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: Literal["task", "followup", "stop", "labels"]
+    repo: str
+    number: int
+    installation_id: int
+    sender: str
+    instruction: str = ""
+    comment_id: int | None = None
+    review_id: int | None = None
+    clone_url: str | None = None
+    repos: tuple[str, ...] = field(default=())
+
+    @property
+    def lock_key(self) -> str:
+        if self.kind == "labels":
+            return f"installation:{self.installation_id}"
+        return f"{self.repo}#{self.number}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trigger:
+        return cls(**{**data, "repos": tuple(data.get("repos", ()))})
+
+
+def trigger_for(event: str, payload: Any, *, label: str) -> Trigger | None:
+    """The trigger a delivery stands for, or None when Honk does not act on it."""
+    if not isinstance(payload, dict) or _is_bot(payload.get("sender")):
+        return None
+    action = payload.get("action")
+    if event == "issues" and action == "labeled":
+        return _labeled(payload, label)
+    if event == "issue_comment" and action == "created":
+        return _comment(payload)
+    if event == "pull_request_review" and action == "submitted":
+        return _review(payload)
+    if (event, action) in (("installation", "created"), ("installation_repositories", "added")):
+        return _installed(event, payload)
+    return None
+
+
+def _labeled(payload: dict[str, Any], label: str) -> Trigger | None:
+    if _get(payload, "label", "name") != label:
+        return None
+    issue = payload.get("issue")
+    if not isinstance(issue, dict) or "pull_request" in issue:
+        return None
+    return _trigger("task", payload, _get(issue, "number"))
+
+
+def _comment(payload: dict[str, Any]) -> Trigger | None:
+    body = _get(payload, "comment", "body")
+    command = parse_command(body) if isinstance(body, str) else None
+    if command is None:
+        return None
+    issue = payload.get("issue")
+    if not isinstance(issue, dict):
+        return None
+    comment_id = _get(payload, "comment", "id")
+    if command.strip().lower() in STOP_WORDS:
+        return _trigger("stop", payload, _get(issue, "number"), comment_id=comment_id)
+    kind: Literal["task", "followup"] = "followup" if "pull_request" in issue else "task"
+    return _trigger(kind, payload, _get(issue, "number"), instruction=command,
+                    comment_id=comment_id)
+
+
+def _review(payload: dict[str, Any]) -> Trigger | None:
+    review = payload.get("review")
+    pull = payload.get("pull_request")
+    if not isinstance(review, dict) or not isinstance(pull, dict):
+        return None
+    if str(review.get("state", "")).lower() not in FOLLOW_UP_REVIEW_STATES:
+        return None
+    head_ref = _get(pull, "head", "ref")
+    head_repo = _get(pull, "head", "repo", "full_name")
+    if not isinstance(head_ref, str) or not head_ref.startswith(BRANCH_PREFIX):
+        return None
+    if head_repo != _get(payload, "repository", "full_name"):
+        return None
+    return _trigger("followup", payload, _get(pull, "number"), review_id=review.get("id"),
+                    instruction=review.get("body") or "")
+
+
+def _installed(event: str, payload: dict[str, Any]) -> Trigger | None:
+    key = "repositories" if event == "installation" else "repositories_added"
+    repos = payload.get(key) or []
+    names = tuple(r["full_name"] for r in repos if isinstance(r, dict) and "full_name" in r)
+    if not names:
+        return None
+    installation_id = _get(payload, "installation", "id")
+    sender = _get(payload, "sender", "login")
+    if not isinstance(installation_id, int) or not isinstance(sender, str):
+        return None
+    return Trigger(kind="labels", repo=names[0], number=0, installation_id=installation_id,
+                   sender=sender, repos=names)
+
+
+def parse_command(body: str) -> str | None:
+    """The instruction of a `/honk ...` comment (may be empty), or None if it is not one."""
+    text = body.strip()
+    first, _, rest = text.partition("\n")
+    match = HONK_COMMAND.match(first.strip())
+    if match is None:
+        return None
+    instruction = (match.group("rest") or "").strip()
+    return "\n".join(part for part in (instruction, rest.strip()) if part)
+
+
+def _trigger(
+    kind: Literal["task", "followup", "stop"], payload: dict[str, Any], number: Any, **extra: Any
+) -> Trigger | None:
+    repo = _get(payload, "repository", "full_name")
+    installation_id = _get(payload, "installation", "id")
+    sender = _get(payload, "sender", "login")
+    if not (isinstance(repo, str) and isinstance(number, int) and isinstance(sender, str)):
+        return None
+    if not isinstance(installation_id, int):
+        return None
+    clone_url = _get(payload, "repository", "clone_url")
+    return Trigger(kind=kind, repo=repo, number=number, installation_id=installation_id,
+                   sender=sender, clone_url=clone_url if isinstance(clone_url, str) else None,
+                   **{k: v for k, v in extra.items() if v is not None})
+
+
+def _is_bot(sender: Any) -> bool:
+    if not isinstance(sender, dict):
+        return True
+    login = sender.get("login")
+    return sender.get("type") == "Bot" or not isinstance(login, str) or login.endswith("[bot]")
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
