@@ -1,0 +1,72 @@
+"""Shared test fixtures: real webhook payloads, signed requests, a real server on loopback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from honk_app.config import Settings, load_settings
+from honk_app.sim.loopback import LoopbackServer
+from honk_app.webhooks import sign
+
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
+SECRET = "test-webhook-secret-0123456789"
+
+
+def fixture_payload(event: str, name: str) -> dict[str, Any]:
+    path = SHARED_FIXTURES / event / name
+    if not path.exists():
+        pytest.skip(f"shared webhook fixtures not found at {SHARED_FIXTURES}")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return copy.deepcopy(data)
+
+
+def all_fixture_paths() -> list[Path]:
+    return sorted(SHARED_FIXTURES.glob("*/*.json")) if SHARED_FIXTURES.exists() else []
+
+
+def app_payload(event: str, name: str, **changes: Any) -> dict[str, Any]:
+    """A real payload as an App installation receives it (older fixtures lack `installation`)."""
+    payload = fixture_payload(event, name)
+    payload.setdefault("installation", {"id": 4242, "node_id": "MDIzOkludGVncmF0aW9uNDI0Mg=="})
+    payload.update(changes)
+    return payload
+
+
+def signed_headers(body: bytes, event: str, delivery: str | None = None,
+                   secret: str = SECRET) -> dict[str, str]:
+    return {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(secret, body),
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test",
+    }
+
+
+@pytest.fixture
+def webhook_only_settings(tmp_path: Path) -> Settings:
+    """A server that knows its webhook secret but has no App key: it stores, it runs nothing."""
+    return load_settings({"HONK_DATA_DIR": str(tmp_path / "data"), "WEBHOOK_SECRET": SECRET,
+                          "LOG_FORMAT": "console"})
+
+
+@pytest.fixture
+def honk_server(webhook_only_settings: Settings) -> Iterator[LoopbackServer]:
+    from honk_app.app import create_app
+
+    with LoopbackServer(create_app(webhook_only_settings), name="honk") as server:
+        yield server
+
+
+@pytest.fixture
+def client(honk_server: LoopbackServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=honk_server.url, timeout=30) as http:
+        yield http
