@@ -173,7 +173,8 @@ class Sandbox:
                     os.close(end)
         text, truncated = output.render()
         if timed_out:
-            text += (f"\n[The command timed out after {seconds:g} s and was killed, "
+            text += "" if text.endswith("\n") or not text else "\n"
+            text += (f"[The command timed out after {seconds:g} s and was killed, "
                      f"with every process it started; exit code {TIMEOUT_EXIT_CODE}.]")
         return CommandResult(exit_code, text, timed_out=timed_out, truncated=truncated)
 
@@ -216,7 +217,9 @@ class Sandbox:
             return command
         # The shell moves itself into the cgroup and execs the rest, so every descendant
         # starts inside it; moving bwrap after it has forked would leave its children out.
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup.procs_file), *command]
+        # It also unsets the PWD it exports, which would show the host's cwd inside.
+        return ["/bin/sh", "-c", 'unset PWD; echo $$ > "$0" && exec "$@"',
+                str(cgroup.procs_file), *command]
 
     def _binds(self) -> list[tuple[Path, str]]:
         binds = [(self.workspace / ".git", f"{WORKSPACE_MOUNT}/.git")] if self._git_entry else []
