@@ -8,10 +8,11 @@ Claude giving up) end the run with an outcome. Budgets are checked in `_check_bu
 The transcript gets one JSON line per turn, written whatever happened in that turn.
 
 Prompt caching: breakpoints on the last tool, on the system prompt, on the newest message
-(moving), and on a stable point early in the conversation (the task, later the end of the
-trimmed region), so each request reads what the previous one wrote. Context trimming: once
-a request's prompt grows past `ContextLimits.trim_above_tokens`, every tool result older than
-the newest few is replaced by a placeholder, all at once, so the cache is rewritten rarely.
+(moving), and on a stable point (the task, later the end of the trimmed region), so each
+request reads what the previous one wrote. Context trimming: once a request's prompt grows
+past `ContextLimits.trim_above_tokens`, every tool result older than the newest few is
+replaced by a placeholder, all at once, so the cache is rewritten rarely; the request after
+a trim reads up to the old stable point and writes the new one.
 """
 
 from __future__ import annotations
@@ -229,7 +230,9 @@ class Agent:
         self._messages: list[dict[str, Any]] = []
         self._pending: list[dict[str, Any]] = []  # the next user message, being gathered
         self._trimmed: set[tuple[int, int]] = set()
-        self._stable_breakpoint: tuple[int, int] | None = None
+        # Where the conversation stops changing: the task, later the end of the trimmed region.
+        self._stable_point: tuple[int, int] = (0, 0)
+        self._previous_stable_point: tuple[int, int] | None = None  # set for one request
         self._turns_without_tools = 0
         self._seconds_used = 0.0
         self._call_started: float | None = None
@@ -349,13 +352,18 @@ class Agent:
             raise ended
 
     async def _query(self) -> Message:
+        # After a trim, the request must read the old stable point and write the new one; the
+        # tools' breakpoint gives way for that one request (the system prompt's covers them).
+        after_trim = self._previous_stable_point is not None
+        points = [self._stable_point, *([self._previous_stable_point] if after_trim else [])]
+        self._previous_stable_point = None
         try:
             return await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._budget.max_output_tokens,
                 system=[{"type": "text", "text": self._system, "cache_control": EPHEMERAL}],
-                tools=_with_cache_control_on_last(TOOLS),  # type: ignore[arg-type]
-                messages=self._request_messages(),  # type: ignore[arg-type]
+                tools=TOOLS if after_trim else _with_cache_control_on_last(TOOLS),  # type: ignore[arg-type]
+                messages=self._request_messages(points),  # type: ignore[arg-type]
             )
         except anthropic.APIStatusError as error:
             raise AgentAPIError(
@@ -463,13 +471,13 @@ class Agent:
 
     # --- the request: cache breakpoints and trimming ---------------------------------------
 
-    def _request_messages(self) -> list[dict[str, Any]]:
-        """The conversation as sent: committed messages, the pending one, two breakpoints."""
+    def _request_messages(self, stable_points: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """The conversation as sent: committed messages, the pending one, with breakpoints
+        on the stable points and on the newest block (the one that moves)."""
         messages = [{"role": m["role"], "content": list(m["content"])} for m in self._messages]
         messages.append({"role": "user", "content": list(self._pending)})
-        last = (len(messages) - 1, len(messages[-1]["content"]) - 1)
-        stable = self._stable_breakpoint or (0, len(messages[0]["content"]) - 1)
-        for m, b in {last, stable}:
+        newest = (len(messages) - 1, len(messages[-1]["content"]) - 1)
+        for m, b in {newest, *stable_points}:
             messages[m]["content"][b] = {**messages[m]["content"][b], "cache_control": EPHEMERAL}
         return messages
 
@@ -503,7 +511,7 @@ class Agent:
         if _thinking_binds_to_prefix(self._model):
             self._drop_thinking_after(to_trim[0][0])
         # The trimmed region no longer changes: the next trim will read it from the cache.
-        self._stable_breakpoint = to_trim[-1]
+        self._previous_stable_point, self._stable_point = self._stable_point, to_trim[-1]
         self._log.info("agent.trimmed", results=len(to_trim), chars=chars, turn=self.usage.turns)
 
     def _drop_thinking_after(self, first_changed: int) -> None:

@@ -44,6 +44,13 @@ Turn = dict[str, Any]
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 MAX_CACHE_BREAKPOINTS = 4
+# Anthropic-defined tools carry a built-in schema the API bills as input (per its tool docs).
+BUILT_IN_TOOL_TOKENS = {
+    "bash_20250124": 245,
+    "text_editor_20250124": 700,
+    "text_editor_20250429": 700,
+    "text_editor_20250728": 700,
+}
 CACHE_LOOKBACK_BLOCKS = 20
 _ANSWER_KEYS = ("text", "tool", "thinking", "blocks")
 _ERROR_TYPES = {
@@ -76,12 +83,16 @@ def load_script(path: Path) -> list[Turn]:
     return turns
 
 
-def long_run_script(turns: int, *, output_chars: int = 8000) -> list[Turn]:
-    """`turns` bash calls that each print `output_chars` characters, then a report."""
-    script: list[Turn] = [
-        {"tool": "bash", "input": {"command": f"yes 'step {n} output' | head -c {output_chars}"}}
-        for n in range(1, turns)
-    ]
+def long_run_script(turns: int, *, output_chars: int = 8000, thinking: bool = False) -> list[Turn]:
+    """`turns - 1` bash calls that each print `output_chars` characters, then a report.
+
+    With `thinking`, each call comes after a signed thinking block, as newer models answer.
+    """
+    script: list[Turn] = []
+    for n in range(1, turns):
+        command = f"yes 'step {n} output' | head -c {output_chars}"
+        call: Turn = {"tool": "bash", "input": {"command": command}}
+        script.append({"blocks": [{"thinking": f"Step {n}."}, call]} if thinking else call)
     script.append(
         {
             "tool": "report",
@@ -134,10 +145,11 @@ def prompt_blocks(body: Mapping[str, Any]) -> list[PromptBlock]:
     def add(section: str, role: str, block: Mapping[str, Any], where: str) -> None:
         bare = {key: value for key, value in block.items() if key != "cache_control"}
         text = _canonical(bare)
+        built_in = BUILT_IN_TOOL_TOKENS.get(str(bare.get("type")), 0) if section == "tools" else 0
         blocks.append(
             PromptBlock(
                 identity=_canonical([section, role, bare]),
-                tokens=max(1, math.ceil(len(text) / 4)),
+                tokens=max(1, math.ceil(len(text) / 4)) + built_in,
                 breakpoint="cache_control" in block and block["cache_control"] is not None,
                 where=where,
             )
@@ -398,12 +410,13 @@ class ScriptedClaude:
 
     def __init__(
         self,
-        script: list[Turn] | Path,
+        script: list[Turn] | Path | None = None,
         *,
         min_cacheable_tokens: int = 1024,
         retry_after_ms: int | None = 20,
+        api_key: str | None = None,
     ) -> None:
-        turns = load_script(script) if isinstance(script, Path) else list(script)
+        turns = load_script(script) if isinstance(script, Path) else list(script or [])
         for turn in turns:
             _check_turn(turn)
         self.requests: list[dict[str, Any]] = []
@@ -411,6 +424,7 @@ class ScriptedClaude:
         self.cache = PromptCache(min_cacheable_tokens)
         # The real API asks for seconds; the scripted one keeps tests fast. None: no header.
         self.retry_after_ms = retry_after_ms
+        self._api_key = api_key  # when set, any other key is refused with a 401
         self._turns = turns
         self._next_turn = 0
         self._errors_left: int | None = None
@@ -426,7 +440,9 @@ class ScriptedClaude:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="scripted-claude")
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="scripted-claude"
+        )
         self._thread.daemon = True
         self._thread.start()
         host, port = server.server_address[:2]
@@ -455,8 +471,11 @@ class ScriptedClaude:
         """The status and JSON body for one request (called on the server's threads)."""
         with self._lock:
             self.requests.append(body if isinstance(body, dict) else {"invalid": body})
-        if not _has_credentials(headers):
+        key = _credentials(headers)
+        if not key:
             return 401, _error_body(401, "x-api-key header is required")
+        if self._api_key is not None and not hmac.compare_digest(key, self._api_key):
+            return 401, _error_body(401, "invalid x-api-key")
         if not headers.get("anthropic-version"):
             return 400, _error_body(400, "anthropic-version: header is required")
         try:
@@ -559,11 +578,11 @@ _SCRIPT_ENDED: Turn = {
 }
 
 
-def _has_credentials(headers: Mapping[str, str]) -> bool:
+def _credentials(headers: Mapping[str, str]) -> str:
     # anthropic-sdk-python 2.x sends the API key as `Authorization: Bearer`; older clients
     # and curl examples use `x-api-key`. Either will do.
     bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
-    return bool(headers.get("x-api-key") or bearer)
+    return headers.get("x-api-key") or bearer
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
