@@ -1,0 +1,653 @@
+"""Per-run checkouts of a repository, made fast by keeping a mirror and worktrees.
+
+A repository Honk works on gets one bare mirror, refreshed with `git fetch`, and a small
+pool of worktrees ("slots") made from it. A run takes a free slot, which is moved to the
+run's start commit and scrubbed of everything the previous run left; the run's agent edits
+files there, and the worker commits and pushes on the host through `honk_app.git`.
+
+Layout under data_dir:
+    mirrors/<owner>/<name>.git           bare mirror: refs/remotes/origin/* as fetched,
+                                         refs/heads/* only the branches of runs under way
+    mirrors/<owner>/<name>.lock          serialises fetches and ref bookkeeping (flock)
+    worktrees/<owner>/<name>/slot-<n>    kept checkouts, one per concurrent run
+    worktrees/<owner>/<name>/slot-<n>.lock   held (flock) by the run using that slot
+    tmp/                                 scratch index files
+"""
+
+import asyncio
+import fcntl
+import os
+import posixpath
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from honk_app.git import Git, GitError, GitRemote, PushRejected
+
+__all__ = ["GitError", "GitRemote", "PushRejected", "Workspace", "WorkspaceManager"]
+
+log = structlog.get_logger()
+
+ORIGIN = "refs/remotes/origin/"
+NO_AUTO_GC = (("gc.auto", "0"), ("maintenance.auto", "false"))
+WORKFLOWS_DIR = ".github/workflows/"
+PUSH_ATTEMPTS = 3
+_WORKFLOW_REFUSAL = re.compile(r"refusing to allow an? .{1,40} to create or update workflow")
+_NON_FAST_FORWARD = re.compile(r"\((non-fast-forward|fetch first)\)")
+_REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BAD_REF_TEXT = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/|\.lock$|[./]$")
+# Whatever a git command interrupted or a previous run left in a slot's own git directory.
+_SLOT_LEFTOVERS = (
+    "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "MERGE_RR", "CHERRY_PICK_HEAD", "REVERT_HEAD",
+    "REBASE_HEAD", "ORIG_HEAD", "FETCH_HEAD", "AUTO_MERGE", "SQUASH_MSG", "COMMIT_EDITMSG",
+    "BISECT_LOG", "BISECT_START", "BISECT_EXPECTED_REV", "BISECT_ANCESTORS_OK",
+    "BISECT_NAMES", "BISECT_TERMS", "BISECT_RUN", "index.lock", "HEAD.lock", "config.worktree",
+    "rebase-merge", "rebase-apply", "sequencer", "logs", "refs", "info",
+)  # fmt: skip
+
+
+def check_repo_name(repo: str) -> None:
+    if not _REPO_NAME.match(repo) or any(part in (".", "..") for part in repo.split("/")):
+        raise ValueError(f"not a repository name: {repo!r}")
+
+
+def check_branch_name(branch: str) -> None:
+    """The rules of git check-ref-format --branch, checked without a process."""
+    if not branch or branch.startswith(("-", "/", ".")) or branch == "@":
+        raise ValueError(f"not a branch name: {branch!r}")
+    if _BAD_REF_TEXT.search(branch):
+        raise ValueError(f"not a branch name: {branch!r}")
+
+
+class FileLock:
+    """An exclusive flock on a file: held by at most one open file, in any process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    async def acquire(self) -> None:
+        delay = 0.002
+        while not self.try_acquire():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Mirror:
+    """The bare mirror of one repository, shared by that repository's slots."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._lock_path = path.with_suffix(".lock")
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """Exclusive use of the mirror's refs and worktree list, within and across processes."""
+        async with self._lock:
+            file_lock = FileLock(self._lock_path)
+            await file_lock.acquire()
+            try:
+                yield
+            finally:
+                file_lock.release()
+
+    async def ensure_exists(self) -> None:
+        if (self.path / "HEAD").exists():
+            return
+        log.info("workspace.mirror_create", mirror=str(self.path))
+        fresh = self.path.with_name(self.path.name + ".new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        git = Git(fresh)
+        await git.run("init", "--bare", "--quiet", "--template=")
+        await git.run("config", "core.logAllRefUpdates", "false")
+        await git.run("config", "gc.autoDetach", "false")
+        fresh.rename(self.path)
+
+    @property
+    def git(self) -> Git:
+        """A Git for one operation on the mirror (it reads the config afresh)."""
+        return Git(self.path)
+
+    async def fetch(self, remote: GitRemote) -> None:
+        """Bring refs/remotes/origin/* up to date with the remote's branches. Call locked."""
+        await self.git.run(
+            "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head",
+            "--no-auto-maintenance", "--no-recurse-submodules", remote.url,
+            f"+refs/heads/*:{ORIGIN}*",
+            remote=remote,
+        )  # fmt: skip
+
+    async def remote_tips(self, *branches: str) -> dict[str, str]:
+        """The fetched tip of each branch that exists on the remote."""
+        output = await self.git.text(
+            "for-each-ref", "--format=%(objectname) %(refname)", *(ORIGIN + b for b in branches)
+        )
+        tips = {}
+        for line in output.splitlines():
+            sha, ref = line.split(" ", 1)
+            tips[ref.removeprefix(ORIGIN)] = sha
+        return {branch: tips[branch] for branch in branches if branch in tips}
+
+    async def sweep_refs(self) -> None:
+        """Delete every ref but the fetched ones and the branches worktrees have checked
+        out: stray branches, stash, tags, notes, replace refs. Call locked."""
+        git = self.git
+        listing = await git.run("worktree", "list", "--porcelain", "-z")
+        fields = listing.stdout.decode("utf-8", "surrogateescape").split("\0")
+        checked_out = {f.removeprefix("branch ") for f in fields if f.startswith("branch ")}
+        refs = (await git.text("for-each-ref", "--format=%(refname)")).splitlines()
+        doomed = [r for r in refs if not r.startswith(ORIGIN) and r not in checked_out]
+        if doomed:
+            commands = "".join(f"delete {ref}\n" for ref in doomed)
+            await git.run("update-ref", "--stdin", input=commands.encode())
+            log.info("workspace.refs_swept", mirror=str(self.path), refs=doomed)
+
+
+@dataclass
+class Slot:
+    path: Path  # the worktree
+    git_dir: Path  # <mirror>/worktrees/<name>: what the worktree's .git file points to
+    lock: FileLock
+    kept: bool  # part of the pool (kept after the run) or an overflow slot (removed)
+
+    def is_registered(self) -> bool:
+        gitdir_file = self.git_dir / "gitdir"
+        return (
+            self.path.is_dir()
+            and gitdir_file.is_file()
+            and gitdir_file.read_text().strip() == str(self.path / ".git")
+        )
+
+    def scrub_git_dir(self) -> None:
+        """Remove what an interrupted command or the previous run left in the slot's own
+        git directory, and point the worktree's .git back at it."""
+        for name in _SLOT_LEFTOVERS:
+            leftover = self.git_dir / name
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            elif leftover.exists() or leftover.is_symlink():
+                leftover.unlink()
+        dot_git = self.path / ".git"
+        if dot_git.is_dir() and not dot_git.is_symlink():
+            shutil.rmtree(dot_git)
+        elif dot_git.is_symlink():
+            dot_git.unlink()
+        dot_git.write_text(f"gitdir: {self.git_dir}\n")
+
+
+@dataclass
+class Workspace:
+    """One run's checkout, on its work branch. Host-side git only: commit, diff, push."""
+
+    path: Path
+    git_dir: Path
+    repo: str
+    branch: str
+    base_branch: str
+    base_sha: str
+    start_sha: str
+    # The mirror the git directory belongs to (objects, refs): the sandbox binds it
+    # read-only alongside git_dir so that read-only git works inside.
+    common_dir: Path = field(kw_only=True)
+    # Paths the last commit left out: symlinks leading outside the workspace, nested repos.
+    excluded_paths: tuple[str, ...] = field(default=(), kw_only=True)
+    _mirror: Mirror = field(kw_only=True, repr=False, compare=False)
+    _scratch_dir: Path = field(kw_only=True, repr=False, compare=False)
+    # The remote's tip of the branch as last seen: commits after it are not pushed yet.
+    _upstream_sha: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._upstream_sha = self.start_sha
+
+    @property
+    def _git(self) -> Git:
+        return Git(self.git_dir, self.path)
+
+    async def commit(
+        self,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+        co_authors: Sequence[str] = (),
+    ) -> str | None:
+        """Stage everything the agent changed and commit it; None if nothing changed."""
+        text = commit_message(message, co_authors)
+        git = self._git
+        self.excluded_paths = await self._stage(git, report=True)
+        unchanged = await git.run(
+            "diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv", "HEAD", check=False
+        )
+        if unchanged.returncode == 0:
+            return None
+        if unchanged.returncode != 1:
+            raise GitError(("git", "diff", "--cached"), unchanged.returncode, unchanged.stderr)
+        await git.run(
+            "commit", "--quiet", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace",
+            "--file=-",
+            input=text.encode(),
+            env=identity_env(author_name, author_email),
+            config=NO_AUTO_GC,
+        )  # fmt: skip
+        sha = await git.text("rev-parse", "HEAD")
+        log.info("workspace.committed", repo=self.repo, branch=self.branch, sha=sha)
+        return sha
+
+    async def diff_against_base(self, max_chars: int = 60_000, *, paths: Sequence[str] = ()) -> str:
+        """The change the branch carries against its base, uncommitted work included (of
+        `paths` only, if given), as a unified diff trimmed to max_chars."""
+        git = self._git
+        tree = await self._snapshot_tree(git)
+        base = await self._merge_base(git)
+        result = await git.run(
+            "diff", "--no-color", "--no-ext-diff", "--no-textconv", base, tree, "--", *paths,
+            stdout_limit=max_chars * 4,
+        )  # fmt: skip
+        text = result.stdout.decode("utf-8", "replace")
+        if len(text) <= max_chars and not result.truncated:
+            return text
+        return text[:max_chars] + "\n[... diff trimmed ...]\n"
+
+    async def changed_paths(self) -> list[str]:
+        """Paths the branch adds, changes or deletes against its base, uncommitted work
+        included."""
+        git = self._git
+        tree = await self._snapshot_tree(git)
+        base = await self._merge_base(git)
+        result = await git.run("diff", "--name-only", "-z", "--no-renames", base, tree)
+        return _split_z(result.stdout)
+
+    async def drop_paths(self, paths: Sequence[str]) -> str | None:
+        """Rewrite the unpushed commits so they leave these paths as the remote branch has
+        them (start_sha at first). Returns the new head, or None if no change is left."""
+        git = self._git
+        upstream = self._upstream_sha
+        history = await git.text("log", "--reverse", "--format=%H %T %P", f"{upstream}..HEAD")
+        commits = [line.split(" ") for line in history.splitlines()]
+        if not commits:
+            return None
+        restore = (await git.run("ls-tree", "-r", "-z", upstream, "--", *paths)).stdout
+        parent, parent_tree = upstream, await git.text("rev-parse", f"{upstream}^{{tree}}")
+        index = self._scratch_index()
+        try:
+            scratch = git.with_index(index)
+            for commit, original_tree, *original_parents in commits:
+                await scratch.run("read-tree", commit)
+                dropped = (await git.run("ls-tree", "-r", "-z", commit, "--", *paths)).stdout
+                removals = b"".join(
+                    b"0 " + b"0" * 40 + b"\t" + entry.split(b"\t", 1)[1] + b"\0"
+                    for entry in dropped.split(b"\0")
+                    if entry
+                )
+                await scratch.run("update-index", "-z", "--index-info", input=removals + restore)
+                tree = await scratch.text("write-tree")
+                if tree == parent_tree:
+                    continue  # the commit changed nothing but the dropped paths
+                if tree == original_tree and original_parents == [parent]:
+                    parent = commit  # untouched: keep it as it is
+                else:
+                    parent = await _recommit(git, commit, tree, parent)
+                parent_tree = tree
+        finally:
+            index.unlink(missing_ok=True)
+        await git.run("reset", "--quiet", "--keep", parent)
+        log.info("workspace.paths_dropped", repo=self.repo, paths=list(paths), head=parent)
+        return None if parent == upstream else parent
+
+    async def push(self, remote: GitRemote) -> str:
+        """Push HEAD to refs/heads/<branch>, never forcing. If the branch moved meanwhile,
+        rebase onto it and push again."""
+        git = self._git
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            head = await git.text("rev-parse", "HEAD")
+            args = ("push", "--porcelain", "--no-verify", "--no-recurse-submodules",
+                    remote.url, f"HEAD:refs/heads/{self.branch}")  # fmt: skip
+            result = await git.run(*args, remote=remote, check=False)
+            if result.returncode == 0:
+                self._upstream_sha = head
+                log.info("workspace.pushed", repo=self.repo, branch=self.branch, sha=head)
+                return head
+            report = result.stdout.decode("utf-8", "replace") + "\n" + result.stderr
+            command = ("git", *args)
+            if _WORKFLOW_REFUSAL.search(report):
+                paths = await self._workflow_paths()
+                raise PushRejected(
+                    command, result.returncode, result.stderr, reason="workflows", paths=paths
+                )
+            if not _rejected(report):
+                raise GitError(command, result.returncode, result.stderr)
+            if not _NON_FAST_FORWARD.search(report) or attempt == PUSH_ATTEMPTS:
+                raise PushRejected(command, result.returncode, result.stderr, reason="rejected")
+            log.info("workspace.push_behind", repo=self.repo, branch=self.branch)
+            await self._rebase_onto_remote(remote)
+        raise AssertionError("unreachable")
+
+    async def _stage(self, git: Git, *, report: bool = False) -> tuple[str, ...]:
+        """Stage the whole working tree in git's index, then unstage what must not be
+        committed. Returns the unstaged paths (and logs them if `report`)."""
+        await git.run("add", "--all", "--", ".")
+        raw = await git.run(
+            "diff", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD"
+        )
+        changes = _parse_raw_diff(raw.stdout)
+        links = [c for c in changes if c.new_mode == "120000"]
+        targets = await _blobs(git, [c.new_sha for c in links])
+        excluded = [c.path for c in links if link_escapes(c.path, targets[c.new_sha])]
+        excluded += [c.path for c in changes if c.new_mode == "160000"]
+        if excluded:
+            await git.run(
+                "reset", "--quiet", "HEAD", "--pathspec-from-file=-", "--pathspec-file-nul",
+                input=b"\0".join(os.fsencode(p) for p in excluded),
+            )  # fmt: skip
+        if excluded and report:
+            log.warning(
+                "workspace.paths_not_committed",
+                repo=self.repo,
+                paths=excluded,
+                reason="symlink leading outside the workspace, or a nested repository",
+            )
+        return tuple(excluded)
+
+    async def _snapshot_tree(self, git: Git) -> str:
+        """The tree the working tree would commit as, built in a scratch index so that
+        git's own index is left as it is."""
+        index = self._scratch_index()
+        try:
+            if (self.git_dir / "index").exists():
+                shutil.copyfile(self.git_dir / "index", index)
+            scratch = git.with_index(index)
+            await self._stage(scratch)
+            return await scratch.text("write-tree")
+        finally:
+            index.unlink(missing_ok=True)
+
+    async def _merge_base(self, git: Git) -> str:
+        result = await git.run("merge-base", self.base_sha, "HEAD", check=False)
+        return result.text or self.base_sha
+
+    def _scratch_index(self) -> Path:
+        return self._scratch_dir / f"index-{uuid.uuid4().hex}"
+
+    async def _workflow_paths(self) -> tuple[str, ...]:
+        result = await self._git.run(
+            "log", "--no-renames", "--name-only", "--format=", "-z",
+            f"{self._upstream_sha}..HEAD", "--", WORKFLOWS_DIR,
+        )  # fmt: skip
+        return tuple(sorted(set(_split_z(result.stdout))))
+
+    async def _rebase_onto_remote(self, remote: GitRemote) -> None:
+        async with self._mirror.locked():
+            await self._mirror.fetch(remote)
+            tips = await self._mirror.remote_tips(self.branch)
+        if self.branch not in tips:
+            raise GitError(("git", "fetch", remote.url), 0, f"{self.branch} vanished remotely")
+        git = self._git
+        committer = (await git.text("log", "-1", "--format=%cn%x00%ce", "HEAD")).split("\0")
+        rebase = await git.run(
+            "rebase", "--quiet", "--autostash", "--no-verify", "--onto", tips[self.branch],
+            self._upstream_sha,
+            env=identity_env(*committer), config=NO_AUTO_GC, check=False,
+        )  # fmt: skip
+        if rebase.returncode != 0:
+            await git.run("rebase", "--abort", check=False)
+            log.warning("workspace.rebase_conflict", repo=self.repo, branch=self.branch)
+            raise PushRejected(
+                ("git", "rebase", "--onto", tips[self.branch], self._upstream_sha),
+                rebase.returncode,
+                rebase.stderr,
+                reason="conflict",
+            )
+        self._upstream_sha = tips[self.branch]
+
+
+class WorkspaceManager:
+    """Hands out workspaces: a mirror per repository and a pool of kept worktrees."""
+
+    def __init__(self, data_dir: Path, *, pool_size: int = 2) -> None:
+        self._data_dir = data_dir.resolve()
+        self._pool_size = pool_size
+        self._mirrors: dict[str, Mirror] = {}
+        self._swept: set[str] = set()
+        (self._data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def checkout(
+        self, repo: str, remote: GitRemote, *, base_branch: str, branch: str
+    ) -> AsyncIterator[Workspace]:
+        """A workspace on `branch`, started from the remote's `branch` if it exists, else
+        from `base_branch`; clean, and the slot released (clean) when the block exits."""
+        check_repo_name(repo)
+        check_branch_name(base_branch)
+        check_branch_name(branch)
+        started = time.monotonic()
+        mirror = self._mirror(repo)
+        slot = self._take_slot(repo)
+        try:
+            async with mirror.locked():
+                await mirror.ensure_exists()
+                await mirror.fetch(remote)
+                tips = await mirror.remote_tips(base_branch, branch)
+                if base_branch not in tips:
+                    raise GitError(
+                        ("git", "fetch", remote.url), 0, f"the remote has no branch {base_branch}"
+                    )
+                start_sha = tips.get(branch, tips[base_branch])
+                if not slot.is_registered():
+                    await self._create_worktree(mirror, slot, start_sha)
+                slot.scrub_git_dir()
+                git = Git(slot.git_dir, slot.path)
+                await git.run("update-ref", f"refs/heads/{branch}", start_sha)
+                await git.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+                if repo not in self._swept:
+                    await mirror.sweep_refs()  # leftovers of a process that crashed
+                    self._swept.add(repo)
+            await git.run("checkout", "--quiet", "--force", "--no-recurse-submodules")
+            await git.run("clean", "-ffdxq")
+        except BaseException:
+            await self._release(mirror, slot)
+            raise
+        workspace = Workspace(
+            path=slot.path,
+            git_dir=slot.git_dir,
+            repo=repo,
+            branch=branch,
+            base_branch=base_branch,
+            base_sha=tips[base_branch],
+            start_sha=start_sha,
+            common_dir=mirror.path,
+            _mirror=mirror,
+            _scratch_dir=self._data_dir / "tmp",
+        )
+        log.info(
+            "workspace.ready",
+            repo=repo,
+            branch=branch,
+            slot=slot.path.name,
+            start_sha=start_sha,
+            continued=branch in tips,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        try:
+            yield workspace
+        finally:
+            await self._release(mirror, slot)
+
+    def _mirror(self, repo: str) -> Mirror:
+        if repo not in self._mirrors:
+            path = self._data_dir / "mirrors" / f"{repo}.git"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._mirrors[repo] = Mirror(path)
+        return self._mirrors[repo]
+
+    def _take_slot(self, repo: str) -> Slot:
+        """The first slot no one holds; past the pool size, an overflow slot."""
+        slots_dir = self._data_dir / "worktrees" / repo
+        slots_dir.mkdir(parents=True, exist_ok=True)
+        mirror = self._mirror(repo)
+        number = 0
+        while True:
+            name = f"slot-{number}"
+            lock = FileLock(slots_dir / f"{name}.lock")
+            if lock.try_acquire():
+                return Slot(
+                    path=slots_dir / name,
+                    git_dir=mirror.path / "worktrees" / name,
+                    lock=lock,
+                    kept=number < self._pool_size,
+                )
+            number += 1
+
+    async def _create_worktree(self, mirror: Mirror, slot: Slot, start_sha: str) -> None:
+        """Register and check out the slot's worktree. Call with the mirror locked."""
+        log.info("workspace.slot_create", slot=str(slot.path))
+        shutil.rmtree(slot.path, ignore_errors=True)
+        shutil.rmtree(slot.git_dir, ignore_errors=True)
+        await mirror.git.run("worktree", "prune")
+        await mirror.git.run(
+            "worktree", "add", "--quiet", "--detach", "--force", str(slot.path), start_sha
+        )
+        if not slot.is_registered():
+            raise GitError(("git", "worktree", "add"), 0, f"{slot.git_dir} was not created")
+
+    async def _release(self, mirror: Mirror, slot: Slot) -> None:
+        """Leave the slot clean and detached, its branch deleted, and let it go."""
+        try:
+            if slot.kept and slot.is_registered():
+                git = Git(slot.git_dir, slot.path)
+                slot.scrub_git_dir()
+                await git.run("checkout", "--quiet", "--force", "--detach")
+                await git.run("clean", "-ffdxq")
+            async with mirror.locked():
+                if not slot.kept:
+                    shutil.rmtree(slot.path, ignore_errors=True)
+                    shutil.rmtree(slot.git_dir, ignore_errors=True)
+                await mirror.sweep_refs()
+                await mirror.git.run("gc", "--auto", "--quiet")
+        except GitError as error:
+            log.warning("workspace.release_failed", slot=str(slot.path), error=str(error))
+        finally:
+            slot.lock.release()
+
+
+@dataclass(frozen=True)
+class _Change:
+    new_mode: str
+    new_sha: str
+    status: str
+    path: str
+
+
+def _parse_raw_diff(output: bytes) -> list[_Change]:
+    """Entries of `git diff --raw -z --no-renames`: ':old new oldsha newsha X\\0path\\0'."""
+    fields = output.split(b"\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(b":"):
+            continue
+        _, new_mode, _, new_sha, status = meta[1:].decode().split(" ")
+        changes.append(_Change(new_mode, new_sha, status, os.fsdecode(path)))
+    return changes
+
+
+async def _blobs(git: Git, shas: Sequence[str]) -> dict[str, bytes]:
+    if not shas:
+        return {}
+    output = (await git.run("cat-file", "--batch", input="\n".join(shas).encode() + b"\n")).stdout
+    blobs: dict[str, bytes] = {}
+    position = 0
+    while position < len(output):
+        header_end = output.index(b"\n", position)
+        sha, _, size = output[position:header_end].decode().split(" ")
+        start = header_end + 1
+        blobs[sha] = output[start : start + int(size)]
+        position = start + int(size) + 1
+    return blobs
+
+
+def link_escapes(link_path: str, target: bytes) -> bool:
+    """Whether a symlink at link_path (relative to the workspace) leads outside it, or
+    into its .git."""
+    if target.startswith(b"/"):
+        return True
+    joined = posixpath.join(posixpath.dirname(link_path), os.fsdecode(target))
+    first = posixpath.normpath(joined).split("/", 1)[0]
+    return first in ("..", ".git")
+
+
+def commit_message(message: str, co_authors: Sequence[str]) -> str:
+    text = message.strip()
+    if not text:
+        raise ValueError("a commit needs a message")
+    trailers = []
+    for co_author in co_authors:
+        if "\n" in co_author or "\r" in co_author:
+            raise ValueError(f"not a co-author: {co_author!r}")
+        trailer = f"Co-authored-by: {co_author.strip()}"
+        if co_author.strip() and trailer not in text and trailer not in trailers:
+            trailers.append(trailer)
+    if trailers:
+        text += "\n\n" + "\n".join(trailers)
+    return text + "\n"
+
+
+def identity_env(name: str, email: str) -> dict[str, str]:
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+async def _recommit(git: Git, commit: str, tree: str, parent: str) -> str:
+    """A copy of `commit` with another tree and parent: same message and author."""
+    raw = (await git.run("cat-file", "commit", commit)).stdout
+    headers, _, message = raw.partition(b"\n\n")
+    people = {}
+    for line in headers.split(b"\n"):
+        match = re.match(rb"^(author|committer) (.*) <(.*)> (\d+ [+-]\d{4})$", line)
+        if match:
+            people[match[1].decode()] = tuple(os.fsdecode(part) for part in match.groups()[1:])
+    author_name, author_email, author_date = people["author"]
+    committer_name, committer_email, _ = people["committer"]
+    env = {
+        "GIT_AUTHOR_NAME": author_name,
+        "GIT_AUTHOR_EMAIL": author_email,
+        "GIT_AUTHOR_DATE": author_date,
+        "GIT_COMMITTER_NAME": committer_name,
+        "GIT_COMMITTER_EMAIL": committer_email,
+    }
+    return (await git.run("commit-tree", tree, "-p", parent, input=message, env=env)).text
+
+
+def _rejected(report: str) -> bool:
+    """Whether git push reported a ref as refused (a porcelain '!' line)."""
+    return any(line.startswith("!\t") for line in report.splitlines())
+
+
+def _split_z(output: bytes) -> list[str]:
+    return [os.fsdecode(name) for name in output.split(b"\0") if name]

@@ -1,0 +1,681 @@
+"""The workspace against real git: bare repositories on disk, and one served over smart
+HTTP by `git http-backend` behind a token check."""
+
+import asyncio
+import base64
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from honk_app.git import GitError, GitRemote, PushRejected
+from honk_app.workspace import Workspace, WorkspaceManager, link_escapes
+
+pytestmark = pytest.mark.anyio
+
+BOT = {"author_name": "honk[bot]", "author_email": "honk[bot]@users.noreply.github.com"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def git_env(home: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_AUTHOR_NAME": "Someone Else",
+        "GIT_AUTHOR_EMAIL": "else@example.com",
+        "GIT_COMMITTER_NAME": "Someone Else",
+        "GIT_COMMITTER_EMAIL": "else@example.com",
+    }
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env=env or git_env(cwd),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def ws_git(workspace: Workspace, *args: str) -> str:
+    """git on the workspace, the way a person on the host would look at it."""
+    env = git_env(workspace.path) | {
+        "GIT_DIR": str(workspace.git_dir),
+        "GIT_WORK_TREE": str(workspace.path),
+    }
+    return git(*args, cwd=workspace.path, env=env)
+
+
+class Upstream:
+    """A bare repository standing in for GitHub, and a way for others to push to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bare = root / "owner" / "repo.git"
+        self.bare.parent.mkdir(parents=True)
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare), cwd=root)
+        self._clones = 0
+        self.push_files(
+            "main",
+            {".gitignore": "build/\n", "README.md": "# repo\n", "src/sum.py": "total = 1\n"},
+            "Initial commit",
+        )
+
+    def sha(self, ref: str) -> str:
+        return git("rev-parse", ref, cwd=self.bare)
+
+    def has_ref(self, ref: str) -> bool:
+        result = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", ref],
+            cwd=self.bare,
+            env=git_env(self.root),
+            capture_output=True,
+        )
+        return result.returncode == 0
+
+    def show(self, ref: str, path: str) -> str:
+        return git("show", f"{ref}:{path}", cwd=self.bare)
+
+    def push_files(
+        self, branch: str, files: dict[str, str], message: str, *, start: str = "main"
+    ) -> str:
+        """Someone else commits these files on `branch` (made from `start`) and pushes."""
+        self._clones += 1
+        clone = self.root / f"clone-{self._clones}"
+        git("clone", "--quiet", str(self.bare), str(clone), cwd=self.root)
+        if self.has_ref(f"refs/heads/{start}"):
+            ref = branch if self.has_ref(f"refs/heads/{branch}") else start
+            git("checkout", "--quiet", "-B", branch, f"origin/{ref}", cwd=clone)
+        else:
+            git("checkout", "--quiet", "-b", branch, cwd=clone)
+        for name, content in files.items():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            (clone / name).write_text(content)
+        git("add", "--all", cwd=clone)
+        git("commit", "--quiet", "-m", message, cwd=clone)
+        git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=clone)
+        return git("rev-parse", "HEAD", cwd=clone)
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Upstream:
+    return Upstream(tmp_path / "upstream")
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> WorkspaceManager:
+    return WorkspaceManager(tmp_path / "data")
+
+
+def remote_of(upstream: Upstream) -> GitRemote:
+    return GitRemote(f"file://{upstream.bare}")
+
+
+async def test_first_checkout_creates_the_mirror_and_starts_from_base(
+    manager: WorkspaceManager, upstream: Upstream, tmp_path: Path
+) -> None:
+    mirror = tmp_path / "data" / "mirrors" / "owner" / "repo.git"
+    assert not mirror.exists()
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/12-fix-the-sum"
+    ) as ws:
+        assert (mirror / "HEAD").is_file()
+        assert ws.common_dir == mirror
+        assert ws.git_dir.parent.parent == mirror
+        assert ws.base_sha == ws.start_sha == upstream.sha("main")
+        assert ws_git(ws, "symbolic-ref", "HEAD") == "refs/heads/honk/12-fix-the-sum"
+        assert ws_git(ws, "rev-parse", "HEAD") == ws.base_sha
+        assert (ws.path / "src" / "sum.py").read_text() == "total = 1\n"
+        assert (ws.path / ".git").read_text() == f"gitdir: {ws.git_dir}\n"
+        assert ws_git(ws, "status", "--porcelain", "--ignored") == ""
+
+
+async def test_a_second_run_reuses_the_mirror_and_slot_and_starts_clean(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/1-a") as ws:
+        first_path, mirror = ws.path, ws.common_dir
+        (mirror / "kept-marker").write_text("the same mirror\n")
+        (ws.path / "untracked.txt").write_text("left behind\n")
+        (ws.path / "build").mkdir()
+        (ws.path / "build" / "ignored.o").write_text("ignored\n")
+        (ws.path / "src" / "sum.py").write_text("total = 2\n")
+        (ws.path / "README.md").unlink()
+        (ws.path / "nested").mkdir()
+        git("init", "--quiet", cwd=ws.path / "nested")
+        ws_git(ws, "branch", "stray")
+        ws_git(ws, "tag", "stray-tag")
+        ws_git(ws, "update-ref", "refs/stash", "HEAD")
+        ws_git(ws, "add", "src/sum.py")  # staged state in the index
+        (ws.git_dir / "MERGE_HEAD").write_text(ws.start_sha + "\n")
+        (ws.path / ".git").write_text("gitdir: /somewhere/else\n")
+    new_tip = upstream.push_files("main", {"src/other.py": "x = 1\n"}, "Meanwhile on main")
+
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/2-b") as ws:
+        assert ws.path == first_path
+        assert (ws.common_dir / "kept-marker").exists()
+        assert ws.start_sha == new_tip
+        assert ws_git(ws, "rev-parse", "HEAD") == new_tip
+        assert not (ws.path / "untracked.txt").exists()
+        assert not (ws.path / "build").exists()
+        assert not (ws.path / "nested").exists()
+        assert (ws.path / "README.md").read_text() == "# repo\n"
+        assert (ws.path / "src" / "sum.py").read_text() == "total = 1\n"
+        assert (ws.path / "src" / "other.py").exists()
+        assert ws_git(ws, "status", "--porcelain", "--ignored") == ""
+        assert ws_git(ws, "for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags") == (
+            "refs/heads/honk/2-b"
+        )
+        assert ws_git(ws, "for-each-ref", "refs/stash") == ""
+        assert not (ws.git_dir / "MERGE_HEAD").exists()
+        assert (ws.path / ".git").read_text() == f"gitdir: {ws.git_dir}\n"
+        assert await ws.changed_paths() == []
+
+
+async def test_a_slot_a_crashed_process_left_dirty_is_cleaned_at_checkout(
+    manager: WorkspaceManager, upstream: Upstream, tmp_path: Path
+) -> None:
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/1-a") as ws:
+        slot, git_dir = ws.path, ws.git_dir
+    # What a process killed mid-run leaves: its branch checked out, edits, git's state files.
+    env = git_env(slot) | {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(slot)}
+    git("checkout", "--quiet", "-b", "honk/crashed", cwd=slot, env=env)
+    (slot / "src" / "sum.py").write_text("total = 99\n")
+    (slot / "half-written.txt").write_text("junk\n")
+    (slot / "build").mkdir()
+    (slot / "build" / "cache.o").write_text("ignored\n")
+    git("add", "--all", cwd=slot, env=env)
+    (git_dir / "rebase-merge").mkdir()
+    (git_dir / "ORIG_HEAD").write_text(upstream.sha("main") + "\n")
+    (git_dir / "index.lock").write_text("")
+
+    fresh_process = WorkspaceManager(tmp_path / "data")
+    async with fresh_process.checkout(
+        "owner/repo", remote, base_branch="main", branch="honk/2-b"
+    ) as ws:
+        assert ws.path == slot
+        assert ws_git(ws, "status", "--porcelain", "--ignored") == ""
+        assert (ws.path / "src" / "sum.py").read_text() == "total = 1\n"
+        assert not (git_dir / "rebase-merge").exists()
+        assert not (git_dir / "ORIG_HEAD").exists()
+        assert ws_git(ws, "for-each-ref", "--format=%(refname)", "refs/heads") == (
+            "refs/heads/honk/2-b"
+        )
+
+
+async def test_an_existing_remote_branch_is_continued(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    tip = upstream.push_files("honk/7-x", {"src/sum.py": "total = 7\n"}, "Earlier run")
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/7-x"
+    ) as ws:
+        assert ws.start_sha == tip
+        assert ws.base_sha == upstream.sha("main")
+        assert (ws.path / "src" / "sum.py").read_text() == "total = 7\n"
+        assert await ws.changed_paths() == ["src/sum.py"]
+
+
+async def test_commit_has_the_identity_and_co_author_trailers(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/3-c"
+    ) as ws:
+        (ws.path / "src" / "sum.py").write_text("total = 3\n")
+        (ws.path / "new.txt").write_text("new\n")
+        sha = await ws.commit(
+            "Fix the sum\n\n#3 is fixed by adding one.",
+            co_authors=["Jane Doe <jane@example.com>", "Joe <joe@example.com>"],
+            **BOT,
+        )
+        assert sha == ws_git(ws, "rev-parse", "HEAD")
+        assert ws_git(ws, "rev-parse", "HEAD^") == ws.start_sha
+        fields = ws_git(ws, "log", "-1", "--format=%an|%ae|%cn|%ce").split("|")
+        assert fields == [BOT["author_name"], BOT["author_email"]] * 2
+        assert ws_git(ws, "log", "-1", "--format=%B") == (
+            "Fix the sum\n\n#3 is fixed by adding one.\n\n"
+            "Co-authored-by: Jane Doe <jane@example.com>\nCo-authored-by: Joe <joe@example.com>"
+        )
+        assert ws_git(ws, "show", "--format=", "--name-only", "HEAD").splitlines() == [
+            "new.txt",
+            "src/sum.py",
+        ]
+
+
+async def test_nothing_to_commit_gives_none(manager: WorkspaceManager, upstream: Upstream) -> None:
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/4-d"
+    ) as ws:
+        (ws.path / "build").mkdir()
+        (ws.path / "build" / "out.o").write_text("ignored output\n")
+        assert await ws.commit("Nothing", **BOT) is None
+        assert ws_git(ws, "rev-parse", "HEAD") == ws.start_sha
+        with pytest.raises(ValueError):
+            await ws.commit("   ", **BOT)
+        with pytest.raises(ValueError):
+            await ws.commit("x", co_authors=["Eve <e@x>\nSigned-off-by: forged"], **BOT)
+
+
+async def test_push_creates_the_branch_on_the_remote(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/5-e") as ws:
+        (ws.path / "src" / "sum.py").write_text("total = 5\n")
+        sha = await ws.commit("Five", **BOT)
+        assert await ws.push(remote) == sha
+        assert upstream.sha("refs/heads/honk/5-e") == sha
+        (ws.path / "more.txt").write_text("more\n")
+        second = await ws.commit("More", **BOT)
+        assert await ws.push(remote) == second
+        assert upstream.sha("refs/heads/honk/5-e") == second
+
+
+async def test_a_concurrent_push_is_rebased_onto_and_both_commits_land(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    upstream.push_files("honk/8-f", {"src/sum.py": "total = 8\n"}, "Earlier run")
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/8-f") as ws:
+        (ws.path / "ours.txt").write_text("ours\n")
+        ours = await ws.commit("Ours", **BOT)
+        theirs = upstream.push_files("honk/8-f", {"theirs.txt": "theirs\n"}, "Theirs")
+        pushed = await ws.push(remote)
+        assert pushed != ours
+        assert upstream.sha("refs/heads/honk/8-f") == pushed
+        assert upstream.sha(f"{pushed}^") == theirs
+        assert upstream.show(pushed, "ours.txt") == "ours"
+        assert upstream.show(pushed, "theirs.txt") == "theirs"
+        assert git("log", "-1", "--format=%an", pushed, cwd=upstream.bare) == BOT["author_name"]
+        assert (ws.path / "theirs.txt").exists()
+
+
+async def test_a_conflicting_concurrent_push_raises_conflict_and_leaves_the_remote(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    upstream.push_files("honk/9-g", {"notes.txt": "start\n"}, "Earlier run")
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/9-g") as ws:
+        (ws.path / "notes.txt").write_text("ours\n")
+        ours = await ws.commit("Ours", **BOT)
+        theirs = upstream.push_files("honk/9-g", {"notes.txt": "theirs\n"}, "Theirs")
+        with pytest.raises(PushRejected) as caught:
+            await ws.push(remote)
+        assert caught.value.reason == "conflict"
+        assert upstream.sha("refs/heads/honk/9-g") == theirs
+        assert ws_git(ws, "rev-parse", "HEAD") == ours
+        assert ws_git(ws, "status", "--porcelain") == ""
+        assert not (ws.git_dir / "rebase-merge").exists()
+
+
+async def test_symlinks_leading_out_of_the_workspace_are_not_committed(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/10-h"
+    ) as ws:
+        (ws.path / "passwd").symlink_to("/etc/passwd")
+        (ws.path / "src" / "up").symlink_to("../../outside")
+        (ws.path / "config-link").symlink_to(".git/../../x")
+        (ws.path / "gitdir-link").symlink_to(".git")
+        (ws.path / "src" / "sibling").symlink_to("sum.py")
+        (ws.path / "readme-link").symlink_to("src/../README.md")
+        (ws.path / "src" / "sum.py").write_text("total = 10\n")
+        sha = await ws.commit("Links", **BOT)
+        assert sha is not None
+        committed = ws_git(ws, "show", "--format=", "--name-only", "HEAD").splitlines()
+        assert committed == ["readme-link", "src/sibling", "src/sum.py"]
+        assert sorted(ws.excluded_paths) == ["config-link", "gitdir-link", "passwd", "src/up"]
+        assert (ws.path / "passwd").is_symlink()  # left in place, just not committed
+        assert "passwd" not in await ws.changed_paths()
+
+
+def test_link_escapes() -> None:
+    assert link_escapes("a", b"/etc/passwd")
+    assert link_escapes("a/b", b"../../c")
+    assert link_escapes("a", b"..")
+    assert link_escapes("a", b".git/config")
+    assert not link_escapes("a/b", b"../c")
+    assert not link_escapes("a", b"b/../c")
+    assert not link_escapes("a", b".github/x")
+
+
+async def test_nested_repositories_are_not_committed(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/11-i"
+    ) as ws:
+        nested = ws.path / "vendor" / "lib"
+        nested.mkdir(parents=True)
+        git("init", "--quiet", cwd=nested)
+        (nested / "f.txt").write_text("f\n")
+        git("add", "f.txt", cwd=nested)
+        git("commit", "--quiet", "-m", "nested", cwd=nested)
+        (ws.path / "kept.txt").write_text("kept\n")
+        await ws.commit("Nested", **BOT)
+        assert ws_git(ws, "show", "--format=", "--name-only", "HEAD") == "kept.txt"
+        assert ws.excluded_paths == ("vendor/lib",)
+
+
+async def test_drop_paths_rewrites_the_unpushed_commits(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/13-j") as ws:
+        (ws.path / ".github" / "workflows").mkdir(parents=True)
+        (ws.path / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
+        (ws.path / "src" / "sum.py").write_text("total = 13\n")
+        first = await ws.commit("Sum and CI", co_authors=["Jane <jane@example.com>"], **BOT)
+        (ws.path / "README.md").write_text("# repo, changed\n")
+        await ws.commit("Readme", **BOT)
+        head = await ws.drop_paths([".github/workflows/ci.yml"])
+        assert head is not None and head == ws_git(ws, "rev-parse", "HEAD")
+        assert ws_git(ws, "rev-list", "--count", f"{ws.start_sha}..HEAD") == "2"
+        assert ws_git(ws, "log", "--format=%s", "HEAD").splitlines()[:2] == [
+            "Readme",
+            "Sum and CI",
+        ]
+        assert "Co-authored-by: Jane" in ws_git(ws, "log", "-1", "--format=%B", "HEAD^")
+        assert ws_git(ws, "log", "-1", "--format=%an", "HEAD^") == BOT["author_name"]
+        assert ws_git(ws, "ls-tree", "-r", "--name-only", "HEAD^") == ws_git(
+            ws, "ls-tree", "-r", "--name-only", first
+        ).replace(".github/workflows/ci.yml\n", "")
+        assert not (ws.path / ".github" / "workflows" / "ci.yml").exists()
+        assert ws_git(ws, "status", "--porcelain") == ""
+        assert await ws.changed_paths() == ["README.md", "src/sum.py"]
+
+        assert await ws.drop_paths(["README.md", "src"]) is None
+        assert ws_git(ws, "rev-parse", "HEAD") == ws.start_sha
+        assert (ws.path / "README.md").read_text() == "# repo\n"
+
+
+async def test_diff_against_base_covers_committed_and_uncommitted_work(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/14-k"
+    ) as ws:
+        (ws.path / "src" / "sum.py").write_text("total = 14\n")
+        await ws.commit("Fourteen", **BOT)
+        (ws.path / "later.txt").write_text("not committed yet\n")
+        diff = await ws.diff_against_base()
+        assert "+total = 14" in diff and "-total = 1" in diff
+        assert "+not committed yet" in diff
+        assert "later.txt" not in await ws.diff_against_base(paths=["src"])
+        assert await ws.changed_paths() == ["later.txt", "src/sum.py"]
+        assert ws_git(ws, "status", "--porcelain") == "?? later.txt"  # the index is untouched
+        (ws.path / "big.txt").write_text("x\n" * 10_000)
+        trimmed = await ws.diff_against_base(max_chars=500)
+        assert len(trimmed) < 600 and trimmed.endswith("[... diff trimmed ...]\n")
+
+
+async def test_concurrent_runs_get_different_slots(tmp_path: Path, upstream: Upstream) -> None:
+    manager = WorkspaceManager(tmp_path / "data", pool_size=1)
+    remote = remote_of(upstream)
+    both_in = asyncio.Event()
+    paths: list[Path] = []
+
+    async def run(branch: str) -> None:
+        async with manager.checkout("owner/repo", remote, base_branch="main", branch=branch) as ws:
+            paths.append(ws.path)
+            (ws.path / f"{branch.replace('/', '-')}.txt").write_text(branch)
+            if len(paths) == 2:
+                both_in.set()
+            await asyncio.wait_for(both_in.wait(), 30)
+            assert await ws.commit(f"Work on {branch}", **BOT) is not None
+            assert await ws.changed_paths() == [f"{branch.replace('/', '-')}.txt"]
+            await ws.push(remote)
+
+    await asyncio.gather(run("honk/15-a"), run("honk/16-b"))
+    assert len(set(paths)) == 2
+    overflow = next(p for p in paths if p.name != "slot-0")
+    assert not overflow.exists()  # past the pool size: removed after its run
+    assert upstream.has_ref("refs/heads/honk/15-a") and upstream.has_ref("refs/heads/honk/16-b")
+
+
+async def test_a_slot_held_by_another_process_is_not_shared(
+    manager: WorkspaceManager, upstream: Upstream, tmp_path: Path
+) -> None:
+    lock_file = tmp_path / "data" / "worktrees" / "owner" / "repo" / "slot-0.lock"
+    lock_file.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(lock_file),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        async with manager.checkout(
+            "owner/repo", remote_of(upstream), base_branch="main", branch="honk/17-l"
+        ) as ws:
+            assert ws.path.name == "slot-1"
+    finally:
+        holder.communicate("")
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/17-l"
+    ) as ws:
+        assert ws.path.name == "slot-0"
+
+
+async def test_a_missing_base_branch_is_an_error(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    with pytest.raises(GitError, match="no branch develop"):
+        async with manager.checkout(
+            "owner/repo", remote_of(upstream), base_branch="develop", branch="honk/18-m"
+        ):
+            pass
+    with pytest.raises(ValueError):
+        async with manager.checkout(
+            "owner/repo", remote_of(upstream), base_branch="main", branch="--upload-pack=x"
+        ):
+            pass
+    with pytest.raises(ValueError):
+        async with manager.checkout(
+            "../repo", remote_of(upstream), base_branch="main", branch="honk/1"
+        ):
+            pass
+
+
+def test_the_token_stays_out_of_repr_and_urls() -> None:
+    remote = GitRemote("https://github.com/o/r.git", "ghs_secret")
+    assert "ghs_secret" not in repr(remote) and "ghs_secret" not in str(remote)
+    with pytest.raises(ValueError):
+        GitRemote("https://x-access-token:ghs_secret@github.com/o/r.git")
+    with pytest.raises(ValueError):
+        GitRemote("ssh://git@github.com/o/r.git")
+
+
+# --- smart HTTP ---------------------------------------------------------------------------
+
+
+class GitHttpServer:
+    """`git http-backend` behind a basic-auth check, on a random port of 127.0.0.1."""
+
+    def __init__(self, project_root: Path, token: str) -> None:
+        self.project_root = project_root
+        credentials = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        self.expected_auth = f"Basic {credentials}"
+        self.refused = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.handle(self)
+
+            def do_POST(self) -> None:
+                server.handle(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        if request.headers.get("Authorization") != self.expected_auth:
+            self.refused += 1
+            request.send_response(401)
+            request.send_header("WWW-Authenticate", 'Basic realm="git"')
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        body = _read_body(request)
+        path, _, query = request.path.partition("?")
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_PROJECT_ROOT": str(self.project_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": request.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": "x-access-token",
+            "REMOTE_ADDR": "127.0.0.1",
+            "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
+            "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
+        }
+        backend = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        )
+        separator = b"\r\n\r\n" if b"\r\n\r\n" in backend.stdout else b"\n\n"
+        head, _, payload = backend.stdout.partition(separator)
+        status = 200
+        headers = []
+        for line in head.decode().splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        request.send_response(status)
+        for name, value in headers:
+            request.send_header(name, value)
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+
+def _read_body(request: BaseHTTPRequestHandler) -> bytes:
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        chunks = []
+        while size := int(request.rfile.readline().split(b";")[0], 16):
+            chunks.append(request.rfile.read(size))
+            request.rfile.readline()
+        request.rfile.readline()
+        return b"".join(chunks)
+    return request.rfile.read(int(request.headers.get("Content-Length", "0")))
+
+
+@pytest.fixture
+def http_server(upstream: Upstream) -> Iterator[GitHttpServer]:
+    server = GitHttpServer(upstream.root, token="ghs_T0kenThatMustNotLeak42")
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+async def test_the_token_reaches_the_server_and_leaves_no_trace(
+    manager: WorkspaceManager, upstream: Upstream, http_server: GitHttpServer, tmp_path: Path
+) -> None:
+    token = "ghs_T0kenThatMustNotLeak42"
+    remote = GitRemote(f"{http_server.url}/owner/repo.git", token)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/19-n") as ws:
+        (ws.path / "src" / "sum.py").write_text("total = 19\n")
+        sha = await ws.commit("Nineteen", **BOT)
+        assert await ws.push(remote) == sha
+    assert upstream.sha("refs/heads/honk/19-n") == sha
+
+    wrong = GitRemote(f"{http_server.url}/owner/repo.git", "ghs_WrongToken99")
+    with pytest.raises(GitError) as caught:
+        async with manager.checkout("owner/repo", wrong, base_branch="main", branch="honk/20"):
+            pass
+    assert http_server.refused > 0
+    assert "ghs_WrongToken99" not in str(caught.value)
+    assert "127.0.0.1" in str(caught.value)
+
+    secrets = [token, base64.b64encode(f"x-access-token:{token}".encode()).decode()]
+    secrets += ["ghs_WrongToken99"]
+    for secret in secrets:
+        found = subprocess.run(
+            ["grep", "-r", "-l", "-a", secret, str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+        )
+        assert found.stdout == "", f"token found in {found.stdout}"
+
+
+async def test_a_workflow_change_refused_by_the_server_is_reported_then_dropped(
+    manager: WorkspaceManager, upstream: Upstream, http_server: GitHttpServer
+) -> None:
+    hook = upstream.bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "while read old new ref; do\n"
+        "  for path in $(git log --name-only --format= $new --not --all -- .github/workflows); do\n"
+        '    echo "refusing to allow a GitHub App to create or update workflow \\`$path\\`'
+        ' without \\`workflows\\` permission" >&2; exit 1\n'
+        "  done\n"
+        "done\n"
+    )
+    hook.chmod(0o755)
+    remote = GitRemote(f"{http_server.url}/owner/repo.git", "ghs_T0kenThatMustNotLeak42")
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/21-o") as ws:
+        (ws.path / ".github" / "workflows").mkdir(parents=True)
+        (ws.path / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
+        (ws.path / "src" / "sum.py").write_text("total = 21\n")
+        await ws.commit("Sum and CI", **BOT)
+        with pytest.raises(PushRejected) as caught:
+            await ws.push(remote)
+        assert caught.value.reason == "workflows"
+        assert caught.value.paths == (".github/workflows/ci.yml",)
+        assert not upstream.has_ref("refs/heads/honk/21-o")
+        patch = await ws.diff_against_base(paths=caught.value.paths)
+        assert "+on: push" in patch and "sum.py" not in patch
+        head = await ws.drop_paths(caught.value.paths)
+        assert head is not None
+        assert await ws.push(remote) == head
+    assert upstream.show("refs/heads/honk/21-o", "src/sum.py") == "total = 21"
+    assert not upstream.has_ref("refs/heads/honk/21-o:.github/workflows/ci.yml")
+
+
+def test_http_server_refuses_without_the_token(http_server: GitHttpServer, tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["git", "ls-remote", f"{http_server.url}/owner/repo.git"],
+        env=git_env(tmp_path) | {"GIT_TERMINAL_PROMPT": "0"},
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode != 0 and http_server.refused > 0
