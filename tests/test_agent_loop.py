@@ -28,6 +28,8 @@ from honk_app.agent.loop import (
     Usage,
 )
 from honk_app.agent.pricing import UNKNOWN_MODEL_PRICE, cost_usd, price_for
+from honk_app.agent.sandbox import Sandbox, SandboxUnavailable, check_available
+from honk_app.agent.tools import AgentTools
 from honk_app.agent.types import ToolOutput
 from honk_app.sim.claude import SCRIPTS_DIR, ScriptedClaude, iter_tool_results, long_run_script
 
@@ -196,7 +198,7 @@ def test_a_scripted_run_fixes_the_bug_and_ends_with_a_report(
     assert seen == [
         (1, "viewed calc.py"),
         (2, "edited calc.py"),
-        (3, "ran `python -m unittest -q`"),
+        (3, "ran `python3 -m unittest -q`"),
         (4, "reported"),
     ]
     test_output = list(iter_tool_results(claude.requests[3]))[-1]
@@ -207,6 +209,25 @@ def test_a_scripted_run_fixes_the_bug_and_ends_with_a_report(
     assert [line["kind"] for line in lines] == ["turn"] * 4 + ["end"]
     assert lines[0]["system"] == "You are a test agent."
     assert lines[-1]["outcome"] == "reported"
+
+
+def test_the_demo_script_runs_with_the_real_sandboxed_tools(serve: Any, sample_repo: Path) -> None:
+    try:
+        check_available()
+    except SandboxUnavailable as missing:
+        pytest.skip(str(missing))
+    subprocess.run(["git", "init", "-q", str(sample_repo)], check=True)
+    claude, url = serve(SCRIPTS_DIR / "fix_sum.json")
+    tools = AgentTools(Sandbox(sample_repo, read_only_paths=[sample_repo / ".git"]), sample_repo)
+
+    _, [result] = drive(url, tools)
+
+    assert result.outcome == "reported", result.detail
+    assert "return a + b" in (sample_repo / "calc.py").read_text()
+    viewed, edited, tested = (list(iter_tool_results(r))[-1] for r in claude.requests[1:4])
+    assert "return a - b" in viewed["content"]
+    assert "calc.py" in edited["content"]
+    assert "OK" in tested["content"] and "exit code" not in tested["content"]
 
 
 def test_requests_carry_the_tools_and_cache_breakpoints_the_api_expects(

@@ -360,7 +360,7 @@ def test_the_demo_script_views_fixes_tests_and_reports() -> None:
     assert [step["input"].get("command") for step in steps[:3]] == [
         "view",
         "str_replace",
-        "python -m unittest -q",
+        "python3 -m unittest -q",
     ]
     assert steps[1]["input"]["old_str"] == "return a - b"
     assert steps[1]["input"]["new_str"] == "return a + b"

@@ -577,12 +577,13 @@ def _check_tool_input(name: str, tool_input: Mapping[str, Any]) -> None:
             )
         if not isinstance(tool_input.get("path"), str) or not tool_input["path"]:
             raise _ToolInputError(f"`{command}` needs a `path` string.")
-        required = {"create": ("file_text",), "str_replace": ("old_str",), "insert": ("new_str",)}
-        for key in required.get(command, ()):
-            if not isinstance(tool_input.get(key), str):
-                raise _ToolInputError(f"`{command}` needs a `{key}` string.")
-        if command == "insert" and not isinstance(tool_input.get("insert_line"), int):
-            raise _ToolInputError("`insert` needs an `insert_line` number.")
+        required = {"create": "file_text", "str_replace": "old_str"}
+        if command in required and not isinstance(tool_input.get(required[command]), str):
+            raise _ToolInputError(f"`{command}` needs a `{required[command]}` string.")
+        if command == "insert":
+            text = tool_input.get("insert_text", tool_input.get("new_str"))
+            if not isinstance(text, str) or not isinstance(tool_input.get("insert_line"), int):
+                raise _ToolInputError("`insert` needs an `insert_line` number and `new_str`.")
         return
     raise _ToolInputError(
         f"There is no tool named {name!r}: use bash, str_replace_based_edit_tool or report."
