@@ -22,8 +22,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     event TEXT NOT NULL,
     action TEXT,
     received_at REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    run_id INTEGER
+    outcome TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -166,7 +165,6 @@ class RunStore:
                     now,
                 ),
             ).fetchone()[0]
-            conn.execute("UPDATE deliveries SET run_id = ? WHERE id = ?", (run_id, delivery_id))
             return Accepted(duplicate=False, run_id=run_id)
 
         return await self.db.call(op)

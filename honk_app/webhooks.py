@@ -35,7 +35,7 @@ class WebhookReceiver:
         self._label = label
         self._on_run = on_run
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def receive(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         event = request.headers.get("x-github-event", "")
         response = await self._handle(request, event)
