@@ -1,0 +1,151 @@
+"""`honk serve | worker | demo | sandbox`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import structlog
+
+from honk_app.config import Settings, SettingsError, load_settings
+from honk_app.logs import configure_logging
+from honk_app.redact import Redactor
+
+log = structlog.get_logger()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="honk", description="Issue in, pull request out.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="the web app and an in-process worker (embedded SQLite)")
+    commands.add_parser("worker", help="a worker process alone, sharing the database")
+    demo = commands.add_parser("demo", help="an offline run against a simulated GitHub")
+    demo.add_argument("--json", action="store_true", help="end with one line of JSON")
+    demo.add_argument(
+        "--live-model",
+        action="store_true",
+        help="use the real Claude (needs ANTHROPIC_API_KEY) instead of the script",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temporary files")
+    sandbox = commands.add_parser("sandbox", help="run one command as the agent's bash tool would")
+    sandbox.add_argument("--workspace", required=True, type=Path)
+    sandbox.add_argument(
+        "--network",
+        action="store_true",
+        help="allow network (as a repository's setup may, if the operator allows)",
+    )
+    sandbox.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from honk_app.demo import run_demo
+
+        return run_demo(json_line=args.json, live_model=args.live_model, keep=args.keep)
+    try:
+        settings = load_settings(_environment())
+    except SettingsError as error:
+        print(f"honk: {error}", file=sys.stderr)
+        return 2
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, redactor=Redactor(settings.secrets)
+    )
+    if args.command == "serve":
+        return _serve(settings)
+    if args.command == "worker":
+        return asyncio.run(_worker(settings))
+    return asyncio.run(_sandbox(settings, args.workspace, args.argv, network=args.network))
+
+
+def _environment() -> dict[str, str]:
+    """The process environment over `.env` (written by the setup page) in the working dir."""
+    values: dict[str, str] = {}
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        for line in dotenv.read_text().splitlines():
+            name, sep, value = line.strip().partition("=")
+            if sep and name and not name.startswith("#"):
+                values[name.strip()] = value.strip().strip("'\"")
+    return {**values, **os.environ}
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from honk_app.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+async def _worker(settings: Settings) -> int:
+    from honk_app.app import build_services
+    from honk_app.db import Database
+    from honk_app.queue import WorkerPool
+    from honk_app.runs import SCHEMA, RunStore
+    from honk_app.worker import execute
+
+    if not settings.has_app_credentials or settings.sqlite_path is None:
+        print(
+            "honk worker: APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are needed, "
+            "and DATABASE_URL must be sqlite:/// for now",
+            file=sys.stderr,
+        )
+        return 2
+    db = Database(settings.sqlite_path)
+    db.start(SCHEMA)
+    store = RunStore(db)
+    services = build_services(settings, store, Redactor(settings.secrets))
+
+    pool = WorkerPool(
+        store, partial(execute, services=services), concurrency=settings.workers, poll_seconds=0.5
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await pool.run(stop)
+    finally:
+        await db.close()
+    return 0
+
+
+async def _sandbox(settings: Settings, workspace: Path, argv: list[str], *, network: bool) -> int:
+    from honk_app.agent.sandbox import Sandbox, SandboxUnavailable, check_available
+
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if not command:
+        print("honk sandbox: give a command after --", file=sys.stderr)
+        return 2
+    if not workspace.is_dir():
+        print(f"honk sandbox: {workspace} is not a directory", file=sys.stderr)
+        return 2
+    if not settings.unsafe_no_sandbox:
+        try:
+            check_available()
+        except SandboxUnavailable as error:
+            print(f"honk sandbox: {error}", file=sys.stderr)
+            return 2
+    sandbox = Sandbox(
+        workspace.resolve(),
+        network=network and settings.allow_network,
+        unsafe_no_sandbox=settings.unsafe_no_sandbox,
+    )
+    return await sandbox.run_argv(command, inherit_stdio=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""One run, start to end: the steps of DESIGN.md's flow, in order.
+
+authorize → acknowledge → checkout → (setup, agent, checks: see change.py) → commit →
+push → pull request → final status. Every failure a person can cause or fix ends in the
+status comment as one sentence, with 😕; a GitHub outage hands the run back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+
+import anthropic
+import structlog
+from githubkit.exception import GitHubException
+
+from honk_app import metrics
+from honk_app.agent.prompts import ReviewComment, review_prompt
+from honk_app.change import Change, RunFailed, make_change
+from honk_app.config import Settings
+from honk_app.github import GitHubApp, GitHubError, RepoGitHub, describe
+from honk_app.redact import Redactor
+from honk_app.runs import Run, RunState, RunStore
+from honk_app.status import Stats, StatusComment, pr_body
+from honk_app.triggers import Trigger
+from honk_app.workspace import GitRemote, PushRejected, Workspace, WorkspaceManager
+
+log = structlog.get_logger()
+
+LABEL_COLOR = "7057ff"
+LABEL_DESCRIPTION = "Ask Honk to open a pull request for this issue"
+STATUS_EDIT_INTERVAL_SECONDS = 3.0
+OUTAGE_RETRY_SECONDS = 60.0
+MAX_OUTAGE_RETRIES = 5
+
+
+class RetryLater(Exception):
+    """GitHub cannot be reached now; the run goes back to the queue."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: RunStore
+    github: GitHubApp
+    workspaces: WorkspaceManager
+    anthropic: anthropic.AsyncAnthropic | None
+    redactor: Redactor
+
+
+class StatusUpdater:
+    """Posts the status comment once, then edits it in place (at most every few seconds)."""
+
+    def __init__(self, gh: RepoGitHub, store: RunStore, run: Run, comment: StatusComment) -> None:
+        self.gh = gh
+        self.store = store
+        self.run = run
+        self.comment = comment
+        self._last_edit = 0.0
+
+    async def show(self, text: str, *, force: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if not force and loop.time() - self._last_edit < STATUS_EDIT_INTERVAL_SECONDS:
+            return
+        self._last_edit = loop.time()
+        if self.run.status_comment_id is None:
+            self.run.status_comment_id = await self.gh.comment(self.run.number, text)
+            await self.store.update(self.run.id, status_comment_id=self.run.status_comment_id)
+        else:
+            await self.gh.edit_comment(self.run.status_comment_id, text)
+
+    async def step(self, text: str, *, force: bool = True) -> None:
+        self.comment.step(text)
+        await self.show(self.comment.working(), force=force)
+
+
+async def execute(run: Run, services: Services) -> None:
+    """Carry out one claimed run. Raises only CancelledError (the caller decides what it means)."""
+    bound = log.bind(
+        run_id=run.id, delivery_id=run.delivery_id, repo=run.repo, number=run.number, kind=run.kind
+    )
+    trigger = Trigger.from_json(run.trigger_data)
+    started = asyncio.get_running_loop().time()
+    try:
+        outcome = await _execute(run, trigger, services, bound)
+    except RetryLater as error:
+        if run.attempts >= MAX_OUTAGE_RETRIES:
+            await services.store.finish(run.id, RunState.FAILED, "github_unavailable", str(error))
+            outcome = "github_unavailable"
+        else:
+            bound.warning("run handed back", reason=str(error))
+            await services.store.retry_later(
+                run.id, OUTAGE_RETRY_SECONDS * run.attempts, str(error)
+            )
+            return
+    metrics.RUNS.labels(kind=run.kind, outcome=outcome).inc()
+    metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
+
+
+async def _execute(
+    run: Run, trigger: Trigger, services: Services, bound: structlog.typing.FilteringBoundLogger
+) -> str:
+    store = services.store
+    try:
+        gh = await services.github.for_repo(run.installation_id, run.repo)
+        services.redactor.add(await gh.token())
+        if trigger.kind == "labels":
+            return await _create_labels(run, trigger, services)
+        if not await gh.can_write(trigger.sender):
+            await gh.comment(
+                run.number,
+                f"@{trigger.sender} Honk only takes requests from people "
+                "with write access to this repository.",
+            )
+            await store.finish(run.id, RunState.DONE, "refused", "The sender lacks write access.")
+            bound.info("run refused", sender=trigger.sender)
+            return "refused"
+    except (GitHubError, GitHubException) as error:
+        raise RetryLater(_sentence(error)) from None
+
+    stats = Stats()
+    status = StatusUpdater(gh, store, run, StatusComment(run.id, stats, _run_url(services, run)))
+    try:
+        await _acknowledge(gh, trigger, status)
+        if trigger.kind == "task":
+            headline = await _task(run, trigger, gh, status, services)
+        else:
+            headline = await _follow_up(run, trigger, gh, status, services)
+    except RunFailed as failure:
+        return await _fail(run, trigger, gh, status, services, failure.outcome, str(failure))
+    except asyncio.CancelledError:
+        fresh = await store.get(run.id)
+        if fresh is None or not fresh.cancel_requested:
+            raise
+        # The task is being cancelled: shield the bookkeeping so it still completes.
+        await asyncio.shield(_stopped(run, trigger, gh, status, services))
+        return "stopped"
+    except (GitHubError, GitHubException) as error:
+        sentence = f"{_sentence(error)}; comment `/honk` to try again."
+        return await _fail(run, trigger, gh, status, services, "github_error", sentence)
+    except Exception:
+        bound.exception("run crashed")
+        sentence = (
+            f"Honk hit an internal error (run {run.id}); the operator's log has the "
+            "details. Comment `/honk` to try again."
+        )
+        return await _fail(run, trigger, gh, status, services, "internal_error", sentence)
+    await status.show(status.comment.done(headline))
+    await _react(gh, trigger, "rocket")
+    await store.finish(run.id, RunState.DONE, "success", headline)
+    bound.info("run done", headline=headline)
+    return "success"
+
+
+async def _acknowledge(gh: RepoGitHub, trigger: Trigger, status: StatusUpdater) -> None:
+    await _react(gh, trigger, "eyes")
+    await status.step("picked up")
+
+
+async def _react(gh: RepoGitHub, trigger: Trigger, content: str) -> None:
+    if trigger.comment_id is not None:
+        await gh.react(content, comment_id=trigger.comment_id)
+    else:
+        await gh.react(content, issue=trigger.number)
+
+
+async def _task(
+    run: Run, trigger: Trigger, gh: RepoGitHub, status: StatusUpdater, services: Services
+) -> str:
+    issue = await gh.issue(run.number)
+    repository = await gh.repository()
+    branch = run.branch or branch_name(run.number, issue.title)
+    await services.store.update(run.id, branch=branch)
+    remote = GitRemote(repository.clone_url, await gh.token())
+    await status.step("preparing the checkout")
+    async with services.workspaces.checkout(
+        run.repo, remote, base_branch=repository.default_branch, branch=branch
+    ) as workspace:
+        change = await _change_or_resume(
+            run, trigger, gh, status, services, workspace, title=issue.title, body=issue.body or ""
+        )
+        await _push(run, gh, status, services, workspace, change, repository.clone_url)
+    pull = await gh.find_pull(branch)
+    body = pr_body(
+        issue=run.number,
+        summary=change.summary,
+        checks=change.checks,
+        stats=status.comment.stats,
+        requested_by=trigger.sender,
+        notes=change.notes,
+    )
+    if pull is None:
+        await status.step("opening the pull request")
+        pull = await gh.open_pull(
+            branch=branch,
+            base=repository.default_branch,
+            title=change.title,
+            body=body,
+            draft=not change.ready,
+        )
+    else:
+        await gh.edit_pull(pull.number, body=body)
+    await services.store.update(run.id, pr_number=pull.number)
+    await gh.request_review(pull.number, trigger.sender)
+    state = "Opened" if change.ready else "Opened a draft (checks still fail):"
+    return f"{state} #{pull.number}: [{change.title}]({pull.html_url})"
+
+
+async def _follow_up(
+    run: Run, trigger: Trigger, gh: RepoGitHub, status: StatusUpdater, services: Services
+) -> str:
+    """A review or a `/honk` comment on a pull request: commits on its branch, replies."""
+    pull = await gh.pull(run.number)
+    head_repo = pull.head.repo.full_name if pull.head.repo else None
+    if head_repo != run.repo:
+        where = f"`{head_repo}`" if head_repo else "a deleted fork"
+        raise RunFailed(
+            "fork",
+            f"This pull request's branch lives in {where}; Honk only "
+            f"pushes to branches of {run.repo}, so it changed nothing.",
+        )
+    threads = await _review_threads(gh, run.number, trigger.review_id)
+    comments = list(threads)
+    if trigger.review_id is not None and not comments and not trigger.instruction.strip():
+        return "Nothing to address: the review has no comments and no text."
+    branch, base = pull.head.ref, pull.base.ref
+    await services.store.update(run.id, branch=branch, pr_number=run.number)
+    remote = GitRemote(pull.base.repo.clone_url, await gh.token())
+    await status.step(f"preparing `{branch}`")
+    async with services.workspaces.checkout(
+        run.repo, remote, base_branch=base, branch=branch
+    ) as workspace:
+        if run.report and run.pushed_sha:
+            change = Change.from_json(json.loads(run.report))
+        else:
+            prompt = review_prompt(
+                pr_title=pull.title,
+                pr_body=pull.body or "",
+                diff=await workspace.diff_against_base(),
+                comments=comments,
+                review_body=trigger.instruction if trigger.review_id else "",
+                instruction=None if trigger.review_id else trigger.instruction,
+            )
+            change = await _change_or_resume(
+                run,
+                trigger,
+                gh,
+                status,
+                services,
+                workspace,
+                title=pull.title,
+                body=pull.body or "",
+                prompt=prompt,
+                require_change=False,
+            )
+            if change.sha is not None:
+                await _push(run, gh, status, services, workspace, change, pull.base.repo.clone_url)
+    sha = (run.pushed_sha or "")[:7]
+    for comment, thread_id in threads.items():
+        await gh.reply_to_review_comment(run.number, thread_id, _reply(comment.id, change, sha))
+    if comments:
+        await status.step(f"replied in {len(comments)} review threads")
+    await gh.request_review(run.number, trigger.sender)
+    if not sha:
+        return f"No change needed: {change.title}"
+    return f"Pushed `{sha}` to `{branch}`: {change.title}"
+
+
+async def _review_threads(
+    gh: RepoGitHub, number: int, review_id: int | None
+) -> dict[ReviewComment, int]:
+    """Each comment of the review, with the id of its thread's top comment (replies go there)."""
+    if review_id is None:
+        return {}
+    return {
+        ReviewComment(
+            id=c.id,
+            path=c.path,
+            line=c.line or c.original_line,
+            diff_hunk=c.diff_hunk,
+            body=c.body,
+            author=c.user.login if c.user else "",
+        ): c.in_reply_to_id or c.id
+        for c in await gh.review_comments(number, review_id)
+    }
+
+
+def _reply(comment_id: int, change: Change, sha: str) -> str:
+    said = change.replies.get(comment_id, "").strip()
+    if sha:
+        return f"Done in `{sha}`: {said or change.title}"
+    return said or "Honk left the code as it is; see the pull request's status comment."
+
+
+async def _change_or_resume(
+    run: Run,
+    trigger: Trigger,
+    gh: RepoGitHub,
+    status: StatusUpdater,
+    services: Services,
+    workspace: Workspace,
+    *,
+    title: str,
+    body: str,
+    prompt: str | None = None,
+    require_change: bool = True,
+) -> Change:
+    """The change to push; a run that already pushed before a crash reuses what it pushed."""
+    if run.report and run.pushed_sha:
+        return Change.from_json(json.loads(run.report))
+    change = await make_change(
+        run,
+        trigger,
+        status,
+        services,
+        workspace,
+        title=title,
+        body=body,
+        prompt=prompt,
+        require_change=require_change,
+    )
+    await services.store.update(
+        run.id,
+        report=json.dumps(change.to_json()),
+        turns=status.comment.stats.turns,
+        input_tokens=status.comment.stats.input_tokens,
+        output_tokens=status.comment.stats.output_tokens,
+        cost_usd=status.comment.stats.cost_usd,
+    )
+    return change
+
+
+async def _push(
+    run: Run,
+    gh: RepoGitHub,
+    status: StatusUpdater,
+    services: Services,
+    workspace: Workspace,
+    change: Change,
+    clone_url: str,
+) -> None:
+    if run.pushed_sha:
+        return
+    await status.step(f"pushing `{workspace.branch}`")
+    # A fresh token: the agent may have worked for most of the first one's hour.
+    remote = GitRemote(clone_url, await gh.token())
+    try:
+        sha = await workspace.push(remote)
+    except PushRejected as rejection:
+        if rejection.reason != "workflows":
+            raise RunFailed("push_rejected", _push_sentence(rejection, workspace)) from None
+        patch = await workspace.diff_against_base(paths=rejection.paths)
+        if await workspace.drop_paths(rejection.paths) is None:
+            raise RunFailed("workflows", _workflows_sentence(rejection.paths)) from None
+        change.notes.append(_workflows_note(rejection.paths, patch))
+        sha = await workspace.push(remote)
+    run.pushed_sha = sha
+    await services.store.update(run.id, pushed_sha=sha, report=json.dumps(change.to_json()))
+
+
+async def _create_labels(run: Run, trigger: Trigger, services: Services) -> str:
+    label = services.settings.label
+    for repo in trigger.repos:
+        gh = await services.github.for_repo(run.installation_id, repo)
+        created = await gh.ensure_label(label, color=LABEL_COLOR, description=LABEL_DESCRIPTION)
+        log.info("label checked", repo=repo, label=label, created=created, run_id=run.id)
+    await services.store.finish(
+        run.id,
+        RunState.DONE,
+        "success",
+        f"Label `{label}` present in {len(trigger.repos)} repositories.",
+    )
+    return "success"
+
+
+async def _fail(
+    run: Run,
+    trigger: Trigger,
+    gh: RepoGitHub,
+    status: StatusUpdater,
+    services: Services,
+    outcome: str,
+    sentence: str,
+) -> str:
+    sentence = services.redactor(sentence)
+    log.info("run failed", run_id=run.id, outcome=outcome, detail=sentence)
+    try:
+        await status.show(status.comment.failed(sentence))
+        await _react(gh, trigger, "confused")
+    except (GitHubError, GitHubException) as error:
+        log.warning("could not report the failure on GitHub", run_id=run.id, error=_sentence(error))
+    await services.store.finish(run.id, RunState.FAILED, outcome, sentence)
+    return outcome
+
+
+async def _stopped(
+    run: Run, trigger: Trigger, gh: RepoGitHub, status: StatusUpdater, services: Services
+) -> None:
+    sentence = "Stopped by `/honk stop`; nothing was pushed."
+    if run.pushed_sha:
+        sentence = f"Stopped by `/honk stop` after pushing `{run.pushed_sha[:7]}`."
+    try:
+        await status.show(status.comment.done(sentence))
+    except (GitHubError, GitHubException):
+        log.warning("could not report the stop on GitHub", run_id=run.id)
+    await services.store.finish(run.id, RunState.CANCELLED, "stopped", sentence)
+
+
+def branch_name(number: int, title: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40].rstrip("-")
+    return f"honk/{number}-{slug}" if slug else f"honk/{number}"
+
+
+def _run_url(services: Services, run: Run) -> str | None:
+    base = services.settings.public_url
+    return f"{base}/runs/{run.id}" if base else None
+
+
+def _sentence(error: Exception) -> str:
+    return str(error) if isinstance(error, GitHubError) else describe(error)
+
+
+def _push_sentence(rejection: PushRejected, workspace: Workspace) -> str:
+    if rejection.reason == "conflict":
+        return (
+            f"Someone pushed to `{workspace.branch}` while Honk worked and the changes "
+            "conflict; Honk never force-pushes. Comment `/honk` to redo the work on top."
+        )
+    return f"GitHub refused the push to `{workspace.branch}`."
+
+
+def _workflows_sentence(paths: tuple[str, ...]) -> str:
+    listed = ", ".join(f"`{path}`" for path in paths)
+    return (
+        f"The change touches only workflow files ({listed}), which this App may not push "
+        "without the `workflows` permission."
+    )
+
+
+def _workflows_note(paths: tuple[str, ...], patch: str) -> str:
+    listed = ", ".join(f"`{path}`" for path in paths)
+    return (
+        f"GitHub does not let this App change workflow files without the `workflows` "
+        f"permission, so {listed} was left out of the push. The change, to apply by hand:"
+        f"\n>\n> <details><summary>Patch</summary>\n>\n> ```diff\n> "
+        + patch.replace("\n", "\n> ")
+        + "\n> ```\n> </details>"
+    )
