@@ -261,11 +261,9 @@ class Agent:
             await self._loop()
         except _Terminating as end:
             result = AgentResult(end.report, self.usage, end.outcome, end.detail)
-        except AgentAPIError as error:
-            self._save({"kind": "end", "outcome": "api_error", "detail": str(error)})
-            raise
-        except asyncio.CancelledError:
-            self._save({"kind": "end", "outcome": "cancelled", "detail": "The run was cancelled."})
+        except BaseException as error:
+            # Not handled here (the caller decides), but the transcript says how it ended.
+            self._save({"kind": "end", "outcome": _ending(error), "detail": _error_line(error)})
             raise
         finally:
             self._seconds_used += time.monotonic() - self._call_started
@@ -354,15 +352,18 @@ class Agent:
     async def _query(self) -> Message:
         # After a trim, the request must read the old stable point and write the new one; the
         # tools' breakpoint gives way for that one request (the system prompt's covers them).
-        after_trim = self._previous_stable_point is not None
-        points = [self._stable_point, *([self._previous_stable_point] if after_trim else [])]
-        self._previous_stable_point = None
+        points = [self._stable_point]
+        tools = _with_cache_control_on_last(TOOLS)
+        if self._previous_stable_point is not None:
+            points.append(self._previous_stable_point)
+            tools = TOOLS
+            self._previous_stable_point = None
         try:
             return await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._budget.max_output_tokens,
                 system=[{"type": "text", "text": self._system, "cache_control": EPHEMERAL}],
-                tools=TOOLS if after_trim else _with_cache_control_on_last(TOOLS),  # type: ignore[arg-type]
+                tools=tools,  # type: ignore[arg-type]
                 messages=self._request_messages(points),  # type: ignore[arg-type]
             )
         except anthropic.APIStatusError as error:
@@ -552,6 +553,20 @@ def _result_text(block: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+
+
+def _ending(error: BaseException) -> str:
+    if isinstance(error, AgentAPIError):
+        return "api_error"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return "crashed"
+
+
+def _error_line(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "The run was cancelled."
+    return str(error) or type(error).__name__
 
 
 def _with_cache_control_on_last(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
