@@ -12,7 +12,8 @@ Prompt caching: breakpoints on the last tool, on the system prompt, on the newes
 request reads what the previous one wrote. Context trimming: once a request's prompt grows
 past `ContextLimits.trim_above_tokens`, every tool result older than the newest few is
 replaced by a placeholder, all at once, so the cache is rewritten rarely; the request after
-a trim reads up to the old stable point and writes the new one.
+a trim reads up to the old stable point and writes the new one. Newer models refuse a
+thinking block whose preceding conversation changed, so a trim drops those after it.
 """
 
 from __future__ import annotations
