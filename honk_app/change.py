@@ -38,6 +38,8 @@ log = structlog.get_logger()
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
 MAX_INSTRUCTION_CHARS = 20_000
 SETUP_TIMEOUT_SECONDS = 15 * 60.0
+# Byte-code caches written by running the tests are not part of anyone's change.
+AGENT_ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "CI": "true"}
 
 
 class RunFailed(Exception):
@@ -142,6 +144,7 @@ def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sand
         read_only_paths=(workspace.git_dir,),
         network=network,
         limits=SandboxLimits(),
+        env=AGENT_ENVIRONMENT,
         unsafe_no_sandbox=settings.unsafe_no_sandbox,
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_LABEL = "honk"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 MARKER = "<!-- honk:status -->"
+MAX_STEPS_SHOWN = 40
 
 
 @dataclass
@@ -58,22 +59,27 @@ class StatusComment:
         self.steps.append((time.time(), text))
 
     def working(self) -> str:
-        return self._render(f"👀 **Honk is working on this**: {self.current}")
+        return self._render(f"👀 **Honk is working on this**: {self.current}",
+                            " · comment <code>/honk stop</code> to cancel")
 
     def done(self, headline: str) -> str:
         return self._render(f"🚀 {headline}")
 
+    def stopped(self, headline: str) -> str:
+        return self._render(f"✋ {headline}")
+
     def failed(self, sentence: str) -> str:
         return self._render(f"😕 **Honk stopped**: {sentence}")
 
-    def _render(self, headline: str) -> str:
+    def _render(self, headline: str, footer: str = "") -> str:
         start = self.stats.started_at
-        lines = "\n".join(f"- `+{_duration(at - start)}` {text}" for at, text in self.steps)
+        lines = "\n".join(f"- `+{_duration(at - start)}` {text}"
+                          for at, text in self.steps[-MAX_STEPS_SHOWN:])
         run = f"[run {self.run_id}]({self.run_url})" if self.run_url else f"run {self.run_id}"
         return (
             f"{headline}\n\n{self.stats.line()}\n\n"
             f"<details><summary>Steps</summary>\n\n{lines}\n\n</details>\n\n"
-            f"<sub>{run} · comment <code>/honk stop</code> to cancel</sub>\n{MARKER}"
+            f"<sub>{run}{footer}</sub>\n{MARKER}"
         )
 
 

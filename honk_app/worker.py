@@ -402,7 +402,7 @@ async def _stopped(
     if run.pushed_sha:
         sentence = f"Stopped by `/honk stop` after pushing `{run.pushed_sha[:7]}`."
     try:
-        await status.show(status.comment.done(sentence))
+        await status.show(status.comment.stopped(sentence))
     except (GitHubError, GitHubException):
         log.warning("could not report the stop on GitHub", run_id=run.id)
     await services.store.finish(run.id, RunState.CANCELLED, "stopped", sentence)
