@@ -38,7 +38,7 @@ def build_services(settings: Settings, store: RunStore, redactor: Redactor) -> S
     return Services(
         settings=settings,
         store=store,
-        github=GitHubApp(settings),
+        github=GitHubApp(settings, redactor),
         workspaces=WorkspaceManager(settings.data_dir),
         anthropic=model,
         redactor=redactor,

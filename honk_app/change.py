@@ -244,7 +244,7 @@ async def _commit(
     message = report.commit_message if report else f"{title}\n\n{result.detail}"
     bot = await services.github.bot_login()
     sha = await workspace.commit(
-        message,
+        services.redactor(message),
         author_name=bot,
         author_email=f"{bot}@users.noreply.github.com",
         co_authors=[f"{trigger.sender} <{trigger.sender}@users.noreply.github.com>"],

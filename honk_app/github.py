@@ -19,6 +19,7 @@ from githubkit.exception import GitHubException, RequestFailed
 from githubkit.retry import RetryChainDecision, RetryRateLimit, RetryServerError
 
 from honk_app.config import Settings
+from honk_app.redact import Redactor
 
 log = structlog.get_logger()
 
@@ -62,7 +63,11 @@ class InstallationToken:
 
 
 class GitHubApp:
-    def __init__(self, settings: Settings) -> None:
+    """The App's identity. Every token it mints is registered with the redactor, and every
+    body it sends to GitHub passes through it: a secret never reaches a comment or a PR."""
+
+    def __init__(self, settings: Settings, redactor: Redactor) -> None:
+        self.redactor = redactor
         if settings.app_id is None or not settings.private_key:
             raise GitHubError("APP_ID and PRIVATE_KEY are needed to act as the GitHub App.")
         self.api_url = settings.github_api_url
@@ -90,6 +95,7 @@ class GitHubApp:
         except GitHubException as error:
             raise GitHubError(f"No installation token for {repo}: {describe(error)}.") from None
         data = response.parsed_data
+        self.redactor.add(data.token)
         return InstallationToken(data.token, _epoch(data.expires_at))
 
     async def for_repo(self, installation_id: int, repo: str) -> RepoGitHub:
@@ -122,6 +128,9 @@ class RepoGitHub:
             self._gh = self._client(self._token)
             log.info("installation token renewed", repo=self.repo)
         return self._token.token
+
+    def _body(self, text: str) -> str:
+        return cap_body(self._app.redactor(text))
 
     async def _rest(self) -> Any:
         await self.token()
@@ -174,14 +183,14 @@ class RepoGitHub:
     async def comment(self, number: int, body: str) -> int:
         rest = await self._rest()
         response = await rest.issues.async_create_comment(
-            self.owner, self.name, number, body=cap_body(body)
+            self.owner, self.name, number, body=self._body(body)
         )
         return int(response.parsed_data.id)
 
     async def edit_comment(self, comment_id: int, body: str) -> None:
         rest = await self._rest()
         await rest.issues.async_update_comment(
-            self.owner, self.name, comment_id, body=cap_body(body)
+            self.owner, self.name, comment_id, body=self._body(body)
         )
 
     async def pull(self, number: int) -> Any:
@@ -207,7 +216,7 @@ class RepoGitHub:
             title=title,
             head=branch,
             base=base,
-            body=cap_body(body),
+            body=self._body(body),
             draft=draft,
         )
         return response.parsed_data
@@ -218,9 +227,9 @@ class RepoGitHub:
         rest = await self._rest()
         fields: dict[str, str] = {}
         if title is not None:
-            fields["title"] = title
+            fields["title"] = self._app.redactor(title)
         if body is not None:
-            fields["body"] = cap_body(body)
+            fields["body"] = self._body(body)
         await rest.pulls.async_update(self.owner, self.name, number, **fields)
 
     async def request_review(self, number: int, login: str) -> bool:
@@ -247,7 +256,7 @@ class RepoGitHub:
     async def reply_to_review_comment(self, number: int, comment_id: int, body: str) -> None:
         rest = await self._rest()
         await rest.pulls.async_create_reply_for_review_comment(
-            self.owner, self.name, number, comment_id, body=cap_body(body)
+            self.owner, self.name, number, comment_id, body=self._body(body)
         )
 
     async def ensure_label(self, name: str, *, color: str, description: str) -> bool:

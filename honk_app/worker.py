@@ -105,7 +105,6 @@ async def _execute(
     store = services.store
     try:
         gh = await services.github.for_repo(run.installation_id, run.repo)
-        services.redactor.add(await gh.token())
         if trigger.kind == "labels":
             return await _create_labels(run, trigger, services)
         if not await gh.can_write(trigger.sender):
