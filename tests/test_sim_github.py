@@ -776,6 +776,30 @@ def test_gzip_request_bodies_reach_http_backend(world: World) -> None:
     assert f"{world.sim.branches(REPO)['main']} refs/heads/main".encode() in answer.content
 
 
+def test_a_git_fetch_with_a_gzipped_negotiation(world: World, tmp_path: Path) -> None:
+    """git gzips request bodies over 1 KiB: here, the `have` lines of 60 local commits."""
+    work = tmp_path / "work"
+    assert git("clone", "--quiet", clone_url(world, world.alice_token), str(work)).returncode == 0
+    later = int(time.time()) + 60  # newer than the server's commits: sent first as haves
+    stream = "".join(
+        f"commit refs/heads/main\ncommitter Honk <honk@example.com> {later + i} +0000\n"
+        f"data 4\nc{i:02}\n{'from refs/heads/main^0' if i == 0 else ''}\n"
+        f"M 100644 inline local.txt\ndata 3\n{i:02}\n\n"
+        for i in range(60)
+    )
+    subprocess.run(["git", "fast-import", "--quiet"], input=stream, text=True, cwd=work,
+                   check=True)
+    upstream = world.sim.push_files(REPO, "main", {"upstream.txt": "new\n"}, author="acme",
+                                    message="upstream")
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_TRACE_CURL": "1",
+           "GIT_TRACE_CURL_NO_DATA": "1"}
+    fetched = subprocess.run(["git", "-c", "protocol.version=0", "fetch", "-q", "origin"],
+                             cwd=work, env=env, capture_output=True, text=True, check=False)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "Content-Encoding: gzip" in fetched.stderr
+    assert git("rev-parse", "origin/main", cwd=work).stdout.strip() == upstream
+
+
 # fault injection and the timeline
 
 

@@ -41,6 +41,7 @@ from honk_app.sim.github_state import (
     DEFAULT_APP_EVENTS,
     DEFAULT_APP_PERMISSIONS,
     DEFAULT_LABELS,
+    App,
     Delivery,
     Installation,
     Issue,
@@ -48,6 +49,7 @@ from honk_app.sim.github_state import (
     Repo,
     SimState,
     TimelineEntry,
+    User,
     utc_now,
 )
 from honk_app.sim.github_web import WebRoutes
@@ -121,10 +123,11 @@ class _Observer:
             await self._fault_response(fault, kind)(scope, receive, observed_send)
         else:
             await self.app(scope, receive, observed_send)
-        actor = scope.get("state", {}).get("actor")
+        notes = scope.get("state", {})
         with self.state.lock:
             self.state.timeline.append(
-                TimelineEntry(started, kind, method, path, status, actor=actor)
+                TimelineEntry(started, kind, method, path, status, actor=notes.get("actor"),
+                              detail=notes.get("detail", ""))
             )
 
     def _take_fault(self, method: str, path: str, kind: str) -> _Fault | None:
@@ -696,12 +699,12 @@ class GitHubSim:
     def _pushed(self, repo: Repo, updates: Sequence[tuple[str, str, str]], pusher: str) -> None:
         self._ops.pushed(repo, updates, pusher=pusher, now=False)
 
-    def _app_from_manifest(self, manifest: dict[str, Any]) -> Any:
+    def _app_from_manifest(self, manifest: dict[str, Any]) -> App:
         hook = manifest.get("hook_attributes") or {}
         name = str(manifest.get("name") or "honk")
         slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "app"
         callbacks = manifest.get("callback_urls") or []
-        return self._ops.register_app(
+        app = self._ops.register_app(
             slug=slug,
             name=name,
             owner=str(manifest.get("_owner") or "sim-admin"),
@@ -712,6 +715,31 @@ class GitHubSim:
             description=str(manifest.get("description") or ""),
             external_url=str(manifest.get("url") or ""),
         )
+        self._dispatcher.deliver_later(app, "ping", self._ping_payload(app))
+        return app
+
+    def _ping_payload(self, app: App) -> dict[str, Any]:
+        """What GitHub sends to a new App's webhook right after the manifest flow."""
+        with self._state.lock:
+            created = self._shapes.app_json(app)["created_at"]
+            return {
+                "zen": "Keep it logically awesome.",
+                "hook_id": app.hook_id,
+                "hook": {
+                    "type": "App",
+                    "id": app.hook_id,
+                    "name": "web",
+                    "active": True,
+                    "events": list(app.events),
+                    "config": {"content_type": "json", "insecure_ssl": "0",
+                               "url": app.webhook_url},
+                    "updated_at": created,
+                    "created_at": created,
+                    "app_id": app.id,
+                    "deliveries_url": f"{self.api_url}/app/hook/deliveries",
+                },
+                "sender": self._shapes.login_json(app.owner),
+            }
 
     def _sim_app(self, app_id: int) -> SimApp:
         app = self._state.apps[app_id]
@@ -725,7 +753,7 @@ class GitHubSim:
             app.client_secret,
         )
 
-    def _app(self, app_id: int | None) -> Any:
+    def _app(self, app_id: int | None) -> App:
         with self._state.lock:
             if not self._state.apps:
                 raise ValueError("no App yet: call create_app first")
@@ -745,7 +773,7 @@ class GitHubSim:
             raise KeyError(f"no issue {repo}#{number}")
         return found
 
-    def _user(self, login: str) -> Any:
+    def _user(self, login: str) -> User:
         found = self._state.user(login)
         if found is None:
             raise KeyError(f"no user {login}: call add_user first")

@@ -29,7 +29,7 @@ from honk_app.sim.github_auth import (
     require_repo,
 )
 from honk_app.sim.github_ops import SimOps, check_body, validation_failed
-from honk_app.sim.github_shapes import iso
+from honk_app.sim.github_shapes import iso, role_flags
 from honk_app.sim.github_state import App, Issue, Repo, utc_now
 
 LEGACY_PERMISSION = {
@@ -83,6 +83,12 @@ def error_response(error: ApiError) -> Response:
     if error.errors:
         data["errors"] = error.errors
     return JSONResponse(data, status_code=error.status, headers=error.headers)
+
+
+def _summary(text: str, limit: int = 60) -> str:
+    """The first line of a body, shortened: what the timeline shows of a call."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _conditional(request: Request, response: Response) -> Response:
@@ -222,7 +228,8 @@ class ApiRoutes:
     def _issue(self, call: Call, level: Literal["read", "write"]) -> tuple[Repo, Issue]:
         """An issue or pull request; either permission serves for a pull request's thread."""
         repo = self._repo(call, "metadata", "read")
-        issue = self.state.issue(repo.full_name, int(call.params["number"]))
+        with self.state.lock:
+            issue = self.state.issue(repo.full_name, int(call.params["number"]))
         if issue is None:
             raise not_found()
         kinds = ["issues"] + (["pull_requests"] if issue.pull else [])
@@ -232,7 +239,8 @@ class ApiRoutes:
 
     def _pull(self, call: Call, level: Literal["read", "write"]) -> tuple[Repo, Issue]:
         repo = self._repo(call, "pull_requests", level)
-        issue = self.state.issue(repo.full_name, int(call.params["number"]))
+        with self.state.lock:
+            issue = self.state.issue(repo.full_name, int(call.params["number"]))
         if issue is None or issue.pull is None:
             raise not_found()
         return repo, issue
@@ -242,14 +250,17 @@ class ApiRoutes:
             raise ApiError(401, "Requires authentication")
         return call.caller.login
 
-    def _app_caller(self, call: Call) -> Any:
+    def _app_caller(self, call: Call) -> App:
         if call.caller.kind != "app" or call.caller.app is None:
             raise ApiError(401, "A JSON web token could not be decoded")
         return call.caller.app
 
     def _page(self, call: Call, items: list[Any]) -> Response:
-        per_page = min(max(int(call.query.get("per_page", 30)), 1), 100)
-        page = max(int(call.query.get("page", 1)), 1)
+        try:
+            per_page = min(max(int(call.query.get("per_page", 30)), 1), 100)
+            page = max(int(call.query.get("page", 1)), 1)
+        except ValueError as error:
+            raise ApiError(422, "Invalid request.\n\npage and per_page are numbers.") from error
         chunk = items[(page - 1) * per_page : page * per_page]
         links = []
         last = max((len(items) + per_page - 1) // per_page, 1)
@@ -410,16 +421,9 @@ class ApiRoutes:
             if user is None:
                 raise ApiError(404, f"{call.params['username']} is not a user")
             role = self.state.role(repo, user.login)
-            rank = ["none", "read", "triage", "write", "maintain", "admin"].index(role)
             collaborator = {
                 **self.shapes.user_json(user),
-                "permissions": {
-                    "admin": rank >= 5,
-                    "maintain": rank >= 4,
-                    "push": rank >= 3,
-                    "triage": rank >= 2,
-                    "pull": rank >= 1,
-                },
+                "permissions": role_flags(role),
                 "role_name": role,
             }
             return answer(
@@ -502,10 +506,12 @@ class ApiRoutes:
         actor = self._actor(call)
         if call.caller.kind != "installation" and comment.author != actor:
             self._repo(call, "issues", "write", user_role="write")
-        previous = self.ops.edit_comment(comment, call.field("body", str))
-        issue = self.state.issue(repo.full_name, comment.number)
-        assert issue is not None
+        body = call.field("body", str)
+        call.request.state.detail = _summary(body)
+        previous = self.ops.edit_comment(comment, body)
         with self.state.lock:
+            issue = self.state.issue(repo.full_name, comment.number)
+            assert issue is not None
             data = self.shapes.issue_comment_json(comment)
         self.ops.emit(
             repo,
@@ -524,9 +530,9 @@ class ApiRoutes:
     # reactions (GitHub sends no webhook for these)
 
     def _react(self, call: Call, target: Any) -> Response:
-        reaction, created = self.ops.react(
-            target, user=self._actor(call), content=call.field("content", str)
-        )
+        content = call.field("content", str)
+        call.request.state.detail = content
+        reaction, created = self.ops.react(target, user=self._actor(call), content=content)
         with self.state.lock:
             return answer(201 if created else 200, self.shapes.reaction_json(reaction))
 
@@ -542,7 +548,8 @@ class ApiRoutes:
 
     def react_review_comment(self, call: Call) -> Response:
         repo = self._repo(call, "pull_requests", "write")
-        comment = self.state.review_comments.get(call.params["comment_id"])
+        with self.state.lock:
+            comment = self.state.review_comments.get(call.params["comment_id"])
         if comment is None or comment.repo != repo.full_name:
             raise not_found()
         return self._react(call, ("review_comment", "", comment.id))
@@ -587,6 +594,7 @@ class ApiRoutes:
         base = call.field("base", str)
         title = call.field("title", str)
         body = call.field("body", str, required=False)
+        call.request.state.detail = _summary(title)
         owner, _, branch = head.partition(":")
         if not branch:
             owner, branch = repo.owner, head

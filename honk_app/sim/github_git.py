@@ -95,7 +95,8 @@ def commit_files(
         raw = content.encode() if isinstance(content, str) else content
         stream += f"M 100644 inline {_quote_path(path)}\n".encode() + _data(raw)
     stream += b"done\n"
-    run_git(git_dir, "fast-import", "--quiet", "--done", "--force", input=bytes(stream))
+    # No --force: if the branch moved since `parent` was read, fail rather than drop a commit.
+    run_git(git_dir, "fast-import", "--quiet", "--done", input=bytes(stream))
     return run_git(git_dir, "rev-parse", f"refs/heads/{branch}").strip()
 
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from honk_app.sim import github_git as git
 from honk_app.sim.github_state import (
+    ROLE_RANK,
     App,
     Installation,
     Issue,
@@ -40,6 +41,18 @@ REVIEW_STATE_IN_WEBHOOKS = {
     "CHANGES_REQUESTED": "changes_requested",
     "COMMENTED": "commented",
 }
+
+
+def role_flags(role: str) -> dict[str, bool]:
+    """A role as the `permissions` object of repositories and collaborators."""
+    rank = ROLE_RANK[role]
+    return {
+        "admin": rank >= ROLE_RANK["admin"],
+        "maintain": rank >= ROLE_RANK["maintain"],
+        "push": rank >= ROLE_RANK["write"],
+        "triage": rank >= ROLE_RANK["triage"],
+        "pull": rank >= ROLE_RANK["read"],
+    }
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -259,15 +272,7 @@ class Shapes:
             "watchers": 0,
         }
         if viewer is not None:
-            role = self.state.role(repo, viewer)
-            rank = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
-            shape["permissions"] = {
-                "admin": rank[role] >= 5,
-                "maintain": rank[role] >= 4,
-                "push": rank[role] >= 3,
-                "triage": rank[role] >= 2,
-                "pull": rank[role] >= 1,
-            }
+            shape["permissions"] = role_flags(self.state.role(repo, viewer))
         if repo.fork_of:
             parent = self.state.repo(repo.fork_of)
             if parent is not None:

@@ -160,7 +160,7 @@ class WebhookDispatcher:
                     detail=f"{sent.event}.{action}" if action else sent.event,
                 )
             )
-        log.info(
+        log.debug(
             "github_sim.delivery",
             delivery_id=delivery_id,
             github_event=sent.event,
