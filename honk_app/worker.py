@@ -214,12 +214,9 @@ async def _follow_up(
     pull = await gh.pull(run.number)
     head_repo = pull.head.repo.full_name if pull.head.repo else None
     if head_repo != run.repo:
-        where = f"`{head_repo}`" if head_repo else "a deleted fork"
-        raise RunFailed(
-            "fork",
-            f"This pull request's branch lives in {where}; Honk only "
-            f"pushes to branches of {run.repo}, so it changed nothing.",
-        )
+        where = f"the fork `{head_repo}`" if head_repo else "a deleted fork"
+        raise RunFailed("fork", f"This pull request comes from {where}; Honk only pushes to "
+                        f"branches of {run.repo}, so it changed nothing.")
     threads = await _review_threads(gh, run.number, trigger.review_id)
     comments = list(threads)
     if trigger.review_id is not None and not comments and not trigger.instruction.strip():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import uuid
@@ -70,3 +71,26 @@ def honk_server(webhook_only_settings: Settings) -> Iterator[LoopbackServer]:
 def client(honk_server: LoopbackServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=honk_server.url, timeout=30) as http:
         yield http
+
+
+@contextlib.contextmanager
+def sample_honk(root: Path, script: Any) -> Iterator[Any]:
+    """Honk against the simulators, with the demo's sample repository installed."""
+    from honk_app.demo import MAINTAINER, REPO, SAMPLE_FILES
+    from honk_app.sim.harness import offline_honk
+
+    with offline_honk(root, script=script) as honk:
+        sim = honk.github
+        sim.add_user(MAINTAINER)
+        sim.create_repo(REPO, SAMPLE_FILES)
+        sim.set_permission(REPO, MAINTAINER, "write")
+        sim.install([REPO])
+        honk.wait_until_idle(1)  # the installation's label run
+        yield honk
+
+
+def git_out(git_dir: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "--git-dir", str(git_dir), *args], check=True,
+                          capture_output=True, text=True).stdout

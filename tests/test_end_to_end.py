@@ -9,26 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
-from honk_app.sim.harness import OfflineHonk, offline_honk
+from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_app.sim.harness import OfflineHonk
 from honk_app.status import MARKER
+from tests.conftest import git_out, sample_honk
 
 
 @pytest.fixture
 def honk(tmp_path: Path) -> Iterator[OfflineHonk]:
-    with offline_honk(tmp_path, script=demo_script()) as running:
-        sim = running.github
-        sim.add_user(MAINTAINER)
-        sim.create_repo(REPO, SAMPLE_FILES)
-        sim.set_permission(REPO, MAINTAINER, "write")
-        sim.install([REPO])
-        running.wait_until_idle(1)  # the installation's label run
+    with sample_honk(tmp_path, demo_script()) as running:
         yield running
-
-
-def git(git_dir: Path, *args: str) -> str:
-    return subprocess.run(["git", "--git-dir", str(git_dir), *args], check=True,
-                          capture_output=True, text=True).stdout
 
 
 def test_labelled_issue_becomes_a_verified_pull_request(honk: OfflineHonk, tmp_path: Path) -> None:
@@ -58,11 +48,11 @@ def test_labelled_issue_becomes_a_verified_pull_request(honk: OfflineHonk, tmp_p
     assert f"#{pull['number']}" in status["body"]
 
     git_dir = sim.git_dir(REPO)
-    assert "return a + b" in git(git_dir, "show", f"{branch}:calc.py")
-    message = git(git_dir, "log", "-1", "--format=%an%n%B", branch)
+    assert "return a + b" in git_out(git_dir, "show", f"{branch}:calc.py")
+    message = git_out(git_dir, "log", "-1", "--format=%an%n%B", branch)
     assert message.startswith(f"{bot}\n")
     assert f"Co-authored-by: {MAINTAINER} <" in message
-    changed = git(git_dir, "diff", "--name-only", f"main...{branch}").split()
+    changed = git_out(git_dir, "diff", "--name-only", f"main...{branch}").split()
     assert changed == ["calc.py"]
 
     checkout = tmp_path / "verify"

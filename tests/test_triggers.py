@@ -72,7 +72,8 @@ def test_comments_that_are_not_commands_are_ignored(body: str) -> None:
 
 
 def test_bots_never_trigger() -> None:
-    assert trigger_for("issue_comment", comment("/honk go", sender_type="Bot"), label="honk") is None
+    bot_comment = comment("/honk go", sender_type="Bot")
+    assert trigger_for("issue_comment", bot_comment, label="honk") is None
     payload = comment("/honk go")
     payload["sender"]["login"] = "honk[bot]"
     assert trigger_for("issue_comment", payload, label="honk") is None
