@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from honk_app.sim.claude import load_script
 from honk_app.sim.harness import OfflineHonk, offline_honk
 
 REPO = "octo/calculator"
@@ -39,8 +40,23 @@ ISSUE_BODY = (
 )
 
 
+REVIEW_COMMENTS = [
+    {"path": "calc.py", "line": 4, "body": "Could add() have type hints?"},
+    {"path": "calc.py", "line": 8, "body": "Same for mul(), please."},
+]
+
+
 def demo_script() -> Path:
-    return Path(str(resources.files("honk_app.sim") / "scripts" / "fix_sum.json"))
+    return _script("fix_sum.json")
+
+
+def demo_turns() -> list[dict[str, Any]]:
+    """The scripted Claude's answers: the fix, then the follow-up to the review."""
+    return load_script(demo_script()) + load_script(_script("demo_review.json"))
+
+
+def _script(name: str) -> Path:
+    return Path(str(resources.files("honk_app.sim") / "scripts" / name))
 
 
 def run_demo(*, json_line: bool, live_model: bool, keep: bool) -> int:
@@ -53,7 +69,7 @@ def run_demo(*, json_line: bool, live_model: bool, keep: bool) -> int:
     started = time.monotonic()
     try:
         with offline_honk(
-            root, script=None if live_model else demo_script(), env=env, live_model_key=key
+            root, script=None if live_model else demo_turns(), env=env, live_model_key=key
         ) as honk:
             result = _play(honk, started)
     finally:
@@ -79,7 +95,7 @@ def _play(honk: OfflineHonk, started: float) -> dict[str, Any]:
     runs = honk.wait_until_idle(2)  # the installation's label run, then the task
     task = next(run for run in runs if run["kind"] == "task")
     ack = _first_reaction_time(honk, number)
-    _print_timeline(honk, labelled_at)
+    _print_timeline(honk, labelled_at, "the label")
     pulls = sim.pulls(REPO)
     pull = pulls[0] if pulls else None
     branch = task["branch"]
@@ -91,6 +107,7 @@ def _play(honk: OfflineHonk, started: float) -> dict[str, Any]:
     status_text = next((c["body"] for c in status if "honk:status" in c["body"]), "")
     checks_passed = bool(pull) and "all passed" in (pull.get("body") or "")
     _say(f"Run {task['id']} ended: {task['state']} — {task['detail']}")
+    followup_commits, replies = _review(honk, pull["number"], branch) if pull else ([], 0)
     return {
         "pr_number": pull["number"] if pull else None,
         "pr_url": pull["html_url"] if pull else None,
@@ -99,8 +116,32 @@ def _play(honk: OfflineHonk, started: float) -> dict[str, Any]:
         "checks_passed": checks_passed,
         "status_comment": status_text,
         "seconds_to_ack": round(ack - labelled_at, 3) if ack else None,
+        "followup_commits": followup_commits,
+        "thread_replies": replies,
         "seconds_total": round(time.monotonic() - started, 3),
     }
+
+
+def _review(honk: OfflineHonk, pull: int, branch: str) -> tuple[list[str], int]:
+    """A reviewer asks for changes in two inline comments; Honk follows up."""
+    sim = honk.github
+    before = sim.branches(REPO)[branch]
+    reviewed_at = time.monotonic()
+    sim.submit_review(REPO, pull, author=MAINTAINER, state="REQUEST_CHANGES",
+                      body="Looks right; two small things.", comments=REVIEW_COMMENTS)
+    _say(f"{MAINTAINER} requested changes on #{pull} with {len(REVIEW_COMMENTS)} inline comments")
+    run = honk.wait_until_idle(3)[-1]
+    _print_timeline(honk, reviewed_at, "the review")
+    after = sim.branches(REPO)[branch]
+    commits = _git(sim.git_dir(REPO), "rev-list", "--reverse", f"{before}..{after}").split()
+    if commits:
+        _say("The follow-up commit:")
+        print(_git(sim.git_dir(REPO), "show", "--format=%h %s", after))
+    replies = [c for c in sim.review_comments(REPO, pull) if c.get("in_reply_to_id")]
+    for reply in replies:
+        _say(f"reply in thread {reply['in_reply_to_id']}: {reply['body']}")
+    _say(f"Run {run['id']} ended: {run['state']} — {run['detail']}")
+    return commits, len(replies)
 
 
 def _first_reaction_time(honk: OfflineHonk, number: int) -> float | None:
@@ -110,8 +151,8 @@ def _first_reaction_time(honk: OfflineHonk, number: int) -> float | None:
     return None
 
 
-def _print_timeline(honk: OfflineHonk, origin: float) -> None:
-    _say("Timeline (seconds after the label):")
+def _print_timeline(honk: OfflineHonk, origin: float, what: str) -> None:
+    _say(f"Timeline (seconds after {what}):")
     for entry in honk.github.timeline:
         if entry.at < origin:
             continue
