@@ -30,6 +30,8 @@ STDERR_LIMIT = 2_000
 SAFE_CONFIG: tuple[tuple[str, str], ...] = (
     ("core.hooksPath", "/dev/null"),
     ("core.fsmonitor", "false"),
+    ("core.trustCtime", "true"),  # an edit cannot hide behind a restored mtime
+    ("core.checkStat", "default"),
     ("core.askPass", ""),
     ("core.pager", "cat"),
     ("core.editor", "true"),
@@ -213,12 +215,9 @@ class Git:
         self.git_dir = git_dir
         self.work_tree = work_tree
         self.index_file = index_file
-        self._config_names: list[str] | None = None
 
     def with_index(self, index_file: Path) -> "Git":
-        git = Git(self.git_dir, self.work_tree, index_file=index_file)
-        git._config_names = self._config_names
-        return git
+        return Git(self.git_dir, self.work_tree, index_file=index_file)
 
     async def run(
         self,
@@ -247,18 +246,26 @@ class Git:
         return (await self.run(*args)).text
 
     async def repository_config_names(self) -> list[str]:
-        """Names the repository's config files set (Honk's own command-line ones excluded)."""
-        if self._config_names is None:
-            result = await self._exec(
-                ("config", "--list", "--show-scope", "--name-only", "-z"), None, None, [], None, ()
-            )
-            fields = result.stdout.decode("utf-8", "surrogateescape").split("\0")
-            pairs = zip(fields[0::2], fields[1::2], strict=False)
-            self._config_names = [name for scope, name in pairs if name and scope != "command"]
-            drivers = sorted({key for key, _ in _driver_overrides(self._config_names)})
-            if drivers:
-                log.warning("git.config_drivers_neutralised", keys=drivers)
-        return self._config_names
+        """Names the repository's config files set (Honk's own command-line ones excluded).
+
+        Asked of git whenever those files change (or always, if they include others)."""
+        fingerprint = _config_fingerprint(self.git_dir)
+        if fingerprint is not None and fingerprint in _config_names_seen:
+            return _config_names_seen[fingerprint]
+        result = await self._exec(
+            ("config", "--list", "--show-scope", "--name-only", "-z"), None, None, [], None, ()
+        )
+        fields = result.stdout.decode("utf-8", "surrogateescape").split("\0")
+        pairs = zip(fields[0::2], fields[1::2], strict=False)
+        names = [name for scope, name in pairs if name and scope != "command"]
+        drivers = sorted({key for key, _ in _driver_overrides(names)})
+        if drivers:
+            log.warning("git.config_drivers_neutralised", keys=drivers)
+        if fingerprint is not None:
+            if len(_config_names_seen) > 1_000:
+                _config_names_seen.clear()
+            _config_names_seen[fingerprint] = names
+        return names
 
     async def _exec(
         self,
@@ -302,6 +309,31 @@ class Git:
             returncode=process.returncode if process.returncode is not None else -1,
             truncated=truncated,
         )
+
+
+_config_names_seen: dict[tuple[object, ...], list[str]] = {}
+
+
+def _config_fingerprint(git_dir: Path) -> tuple[object, ...] | None:
+    """What identifies the config files git reads for this git directory (any write changes
+    it), or None when they include other files."""
+    common_dir = git_dir
+    commondir_file = git_dir / "commondir"
+    if commondir_file.is_file():
+        common_dir = git_dir / commondir_file.read_text().strip()
+    fingerprint: list[object] = []
+    for path in (commondir_file, common_dir / "config", git_dir / "config.worktree"):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            fingerprint.append((str(path), None))
+            continue
+        if path.name != "commondir" and b"include" in path.read_bytes().lower():
+            return None
+        fingerprint.append(
+            (str(path), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+        )
+    return tuple(fingerprint)
 
 
 def _driver_overrides(names: Sequence[str]) -> list[tuple[str, str]]:

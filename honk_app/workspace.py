@@ -31,7 +31,14 @@ import structlog
 
 from honk_app.git import Git, GitError, GitRemote, PushRejected
 
-__all__ = ["GitError", "GitRemote", "PushRejected", "Workspace", "WorkspaceManager"]
+__all__ = [
+    "BranchInUse",
+    "GitError",
+    "GitRemote",
+    "PushRejected",
+    "Workspace",
+    "WorkspaceManager",
+]
 
 log = structlog.get_logger()
 
@@ -51,6 +58,11 @@ _SLOT_LEFTOVERS = (
     "BISECT_NAMES", "BISECT_TERMS", "BISECT_RUN", "index.lock", "HEAD.lock", "config.worktree",
     "rebase-merge", "rebase-apply", "sequencer", "logs", "refs", "info",
 )  # fmt: skip
+
+
+class BranchInUse(RuntimeError):
+    """Another run holds a workspace on the same branch (runs on one issue or pull request
+    are meant to be one at a time)."""
 
 
 def check_repo_name(repo: str) -> None:
@@ -290,6 +302,8 @@ class Workspace:
         commits = [line.split(" ") for line in history.splitlines()]
         if not commits:
             return None
+        if not paths:
+            return commits[-1][0]
         restore = (await git.run("ls-tree", "-r", "-z", upstream, "--", *paths)).stdout
         parent, parent_tree = upstream, await git.text("rev-parse", f"{upstream}^{{tree}}")
         index = self._scratch_index()
@@ -456,16 +470,19 @@ class WorkspaceManager:
                         ("git", "fetch", remote.url), 0, f"the remote has no branch {base_branch}"
                     )
                 start_sha = tips.get(branch, tips[base_branch])
+                if _branch_held_elsewhere(mirror, slot, branch):
+                    raise BranchInUse(f"another run of {repo} is working on {branch}")
                 if not slot.is_registered():
                     await self._create_worktree(mirror, slot, start_sha)
                 slot.scrub_git_dir()
                 git = Git(slot.git_dir, slot.path)
-                await git.run("update-ref", f"refs/heads/{branch}", start_sha)
-                await git.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+                await git.run(
+                    "checkout", "--quiet", "--force", "--no-track", "--ignore-other-worktrees",
+                    "--no-recurse-submodules", "-B", branch, start_sha,
+                )  # fmt: skip
                 if repo not in self._swept:
                     await mirror.sweep_refs()  # leftovers of a process that crashed
                     self._swept.add(repo)
-            await git.run("checkout", "--quiet", "--force", "--no-recurse-submodules")
             await git.run("clean", "-ffdxq")
         except BaseException:
             await self._release(mirror, slot)
@@ -498,14 +515,14 @@ class WorkspaceManager:
 
     def _mirror(self, repo: str) -> Mirror:
         if repo not in self._mirrors:
-            path = self._data_dir / "mirrors" / f"{repo}.git"
+            path = self._data_dir / "mirrors" / f"{repo.lower()}.git"
             path.parent.mkdir(parents=True, exist_ok=True)
             self._mirrors[repo] = Mirror(path)
         return self._mirrors[repo]
 
     def _take_slot(self, repo: str) -> Slot:
         """The first slot no one holds; past the pool size, an overflow slot."""
-        slots_dir = self._data_dir / "worktrees" / repo
+        slots_dir = self._data_dir / "worktrees" / repo.lower()
         slots_dir.mkdir(parents=True, exist_ok=True)
         mirror = self._mirror(repo)
         number = 0
@@ -551,6 +568,24 @@ class WorkspaceManager:
             log.warning("workspace.release_failed", slot=str(slot.path), error=str(error))
         finally:
             slot.lock.release()
+
+
+def _branch_held_elsewhere(mirror: Mirror, slot: Slot, branch: str) -> bool:
+    """Whether another slot that a run holds has this branch checked out."""
+    for admin_dir in (mirror.path / "worktrees").glob("*"):
+        head = admin_dir / "HEAD"
+        if admin_dir == slot.git_dir or not head.is_file():
+            continue
+        if head.read_text().strip() != f"ref: refs/heads/{branch}":
+            continue
+        if not (admin_dir / "gitdir").is_file():
+            continue
+        other = Path((admin_dir / "gitdir").read_text().strip()).parent
+        lock = FileLock(other.with_name(other.name + ".lock"))
+        if not lock.try_acquire():
+            return True
+        lock.release()  # a slot left so by a process that died: it will be reset
+    return False
 
 
 @dataclass(frozen=True)

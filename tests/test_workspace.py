@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from honk_app.git import GitError, GitRemote, PushRejected
-from honk_app.workspace import Workspace, WorkspaceManager, link_escapes
+from honk_app.workspace import BranchInUse, Workspace, WorkspaceManager, link_escapes
 
 pytestmark = pytest.mark.anyio
 
@@ -448,6 +448,20 @@ async def test_concurrent_runs_get_different_slots(tmp_path: Path, upstream: Ups
     overflow = next(p for p in paths if p.name != "slot-0")
     assert not overflow.exists()  # past the pool size: removed after its run
     assert upstream.has_ref("refs/heads/honk/15-a") and upstream.has_ref("refs/heads/honk/16-b")
+
+
+async def test_two_runs_on_one_branch_at_once_are_refused(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/22-p"):
+        with pytest.raises(BranchInUse):
+            async with manager.checkout(
+                "owner/repo", remote, base_branch="main", branch="honk/22-p"
+            ):
+                pass
+    async with manager.checkout("Owner/Repo", remote, base_branch="main", branch="honk/22-p") as ws:
+        assert ws.path.name == "slot-0"  # same repository, whatever the case of its name
 
 
 async def test_a_slot_held_by_another_process_is_not_shared(
