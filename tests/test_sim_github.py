@@ -218,11 +218,11 @@ def test_bad_jwts_are_refused(world: World, case: str, offsets: dict[str, int | 
                      headers={"Authorization": f"Bearer {good}"}).status_code == 200
 
 
-def test_manifest_flow_creates_a_working_app(world: World) -> None:
+def test_manifest_flow_creates_a_working_app(world: World, receiver: Receiver) -> None:
     manifest = {
         "name": "Honk Local",
         "url": "http://127.0.0.1:9/",
-        "hook_attributes": {"url": "http://127.0.0.1:9/api/github/webhooks"},
+        "hook_attributes": {"url": receiver.url},
         "redirect_url": "http://127.0.0.1:9/setup/done",
         "default_permissions": {"contents": "write", "issues": "write", "metadata": "read"},
         "default_events": ["issues", "issue_comment"],
@@ -246,6 +246,12 @@ def test_manifest_flow_creates_a_working_app(world: World) -> None:
     # a code is good once
     with pytest.raises(RequestFailed):
         anonymous.rest.apps.create_from_manifest(query["code"][0])
+    # GitHub pings a new App's webhook, signed with the new secret
+    world.sim.wait_for_deliveries()
+    ping = next(r for r in receiver.received if r.headers["x-github-event"] == "ping")
+    digest = hmac.new(created.webhook_secret.encode(), ping.body, hashlib.sha256).hexdigest()
+    assert ping.headers["x-hub-signature-256"] == f"sha256={digest}"
+    assert json.loads(ping.body)["hook"]["app_id"] == created.id
     direct = world.sim.manifest_code(manifest)
     assert anonymous.rest.apps.create_from_manifest(direct).parsed_data.id != created.id
 
@@ -294,6 +300,16 @@ def test_a_token_cannot_exceed_the_installation(world: World) -> None:
     with pytest.raises(RequestFailed) as failure:
         read_only.rest.issues.create_comment("acme", "widgets", number, body="hi")
     assert failure.value.response.status_code == 403
+
+
+def test_nothing_is_delivered_where_the_app_is_not_installed(world: World,
+                                                             receiver: Receiver) -> None:
+    world.sim.create_repo("acme/elsewhere", {"a": "b"})
+    number = world.sim.open_issue("acme/elsewhere", title="t", body="b", author="acme")
+    before = len(receiver.received)
+    assert world.sim.label_issue("acme/elsewhere", number, "honk", sender="acme") is None
+    assert len(receiver.received) == before
+    assert world.sim.issue("acme/elsewhere", number)["labels"][0]["name"] == "honk"
 
 
 def test_users_act_with_their_own_role(world: World) -> None:
@@ -801,6 +817,18 @@ def test_a_git_fetch_with_a_gzipped_negotiation(world: World, tmp_path: Path) ->
 
 
 # fault injection and the timeline
+
+
+def test_reads_revalidate_with_etags(world: World) -> None:
+    number = world.sim.open_issue(REPO, title="Before", body="b", author="acme")
+    gh = installation_client(world)
+    path = f"/api/v3/repos/{REPO}/issues/{number}"
+    assert gh.rest.issues.get("acme", "widgets", number).parsed_data.title == "Before"
+    assert gh.rest.issues.get("acme", "widgets", number).parsed_data.title == "Before"
+    world.sim.comment(REPO, number, "a change", author="acme")
+    assert gh.rest.issues.get("acme", "widgets", number).parsed_data.comments == 1
+    statuses = [e.status for e in world.sim.timeline if e.path == path]
+    assert statuses == [200, 304, 200]
 
 
 def test_outages_hit_matching_paths_only(world: World) -> None:
