@@ -102,7 +102,8 @@ class GitRemote:
         config = [(f"protocol.{self.scheme}.allow", "always")]
         if self.token and self.scheme in ("https", "http"):
             parts = urlsplit(self.url)
-            origin = f"{parts.scheme}://{parts.hostname}"
+            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+            origin = f"{parts.scheme}://{host}"
             if parts.port is not None:
                 origin += f":{parts.port}"
             basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()

@@ -3,6 +3,7 @@ HTTP by `git http-backend` behind a token check."""
 
 import asyncio
 import base64
+import os
 import subprocess
 import sys
 import threading
@@ -256,6 +257,21 @@ async def test_commit_has_the_identity_and_co_author_trailers(
             "new.txt",
             "src/sum.py",
         ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+async def test_a_workspace_owned_by_another_user_still_commits(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    # The sandbox may run the agent as another user; git's ownership check must not
+    # stop the host from committing what it wrote.
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/23-q"
+    ) as ws:
+        (ws.path / "agent.txt").write_text("written by the agent\n")
+        for path in [ws.path, *ws.path.rglob("*")]:
+            os.lchown(path, 4321, 4321)
+        assert await ws.commit("From another user", **BOT) is not None
 
 
 async def test_nothing_to_commit_gives_none(manager: WorkspaceManager, upstream: Upstream) -> None:
