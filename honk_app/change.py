@@ -7,7 +7,7 @@ to the agent for a bounded number of rounds. A change whose checks stay red is n
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,15 +173,19 @@ def _agent(
     if services.anthropic is None:
         raise RunFailed("no_model", "Honk has no ANTHROPIC_API_KEY; the operator must set it.")
     stats = status.comment.stats
+    # A resumed run (its worker died) carries on counting from what was already spent.
+    base = replace(stats)
 
     async def on_turn(usage: Usage, line: str) -> None:
-        stats.turns = usage.turns
-        stats.input_tokens = (
+        stats.turns = base.turns + usage.turns
+        stats.input_tokens = base.input_tokens + (
             usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
         )
-        stats.output_tokens = usage.output_tokens
-        stats.cost_usd = usage.cost_usd
-        await status.step(f"turn {usage.turns}: {services.redactor(line)}", force=False)
+        stats.output_tokens = base.output_tokens + usage.output_tokens
+        stats.cost_usd = base.cost_usd + usage.cost_usd
+        await services.store.update(run.id, turns=stats.turns, input_tokens=stats.input_tokens,
+                                    output_tokens=stats.output_tokens, cost_usd=stats.cost_usd)
+        await status.step(f"turn {stats.turns}: {services.redactor(line)}", force=False)
 
     transcript = services.settings.data_dir / "runs" / str(run.id) / "transcript.jsonl"
     transcript.parent.mkdir(parents=True, exist_ok=True)

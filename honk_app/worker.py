@@ -119,7 +119,8 @@ async def _execute(
     except (GitHubError, GitHubException) as error:
         raise RetryLater(_sentence(error)) from None
 
-    stats = Stats()
+    stats = Stats(turns=run.turns, input_tokens=run.input_tokens,
+                  output_tokens=run.output_tokens, cost_usd=run.cost_usd)
     status = StatusUpdater(gh, store, run, StatusComment(run.id, stats, _run_url(services, run)))
     try:
         await _acknowledge(gh, trigger, status)
@@ -317,14 +318,7 @@ async def _change_or_resume(
         prompt=prompt,
         require_change=require_change,
     )
-    await services.store.update(
-        run.id,
-        report=json.dumps(change.to_json()),
-        turns=status.comment.stats.turns,
-        input_tokens=status.comment.stats.input_tokens,
-        output_tokens=status.comment.stats.output_tokens,
-        cost_usd=status.comment.stats.cost_usd,
-    )
+    await services.store.update(run.id, report=json.dumps(change.to_json()))
     return change
 
 
