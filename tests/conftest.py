@@ -94,3 +94,15 @@ def git_out(git_dir: Path, *args: str) -> str:
 
     return subprocess.run(["git", "--git-dir", str(git_dir), *args], check=True,
                           capture_output=True, text=True).stdout
+
+
+def edit(old: str, new: str, path: str = "/workspace/calc.py") -> dict[str, Any]:
+    """A scripted Claude turn: one str_replace with the text editor tool."""
+    return {"tool": "str_replace_based_edit_tool",
+            "input": {"command": "str_replace", "path": path, "old_str": old, "new_str": new}}
+
+
+def report(title: str, summary: str | None = None) -> dict[str, Any]:
+    """A scripted Claude turn: the report that ends the task."""
+    return {"tool": "report", "input": {"title": title, "summary": summary or f"{title}.",
+                                        "commit_message": f"{title}\n\nAs asked."}}

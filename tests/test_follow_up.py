@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
 from honk_app.sim.claude import load_script
 from honk_app.sim.harness import OfflineHonk
 from honk_app.status import MARKER
-from tests.conftest import git_out, sample_honk
-
-
-def edit(old: str, new: str, path: str = "/workspace/calc.py") -> dict[str, Any]:
-    return {"tool": "str_replace_based_edit_tool",
-            "input": {"command": "str_replace", "path": path, "old_str": old, "new_str": new}}
-
-
-def report(title: str) -> dict[str, Any]:
-    return {"tool": "report", "input": {"title": title, "summary": f"{title}.",
-                                        "commit_message": f"{title}\n\nAs the reviewer asked."}}
-
+from tests.conftest import edit, git_out, report, sample_honk
 
 TYPE_HINTS = [
     edit("def add(a, b):", "def add(a: int, b: int) -> int:"),
