@@ -164,8 +164,10 @@ def test_cancelling_the_task_kills_the_whole_tree(workspace: Path) -> None:
 
     async def cancel_midway() -> None:
         task = asyncio.create_task(sandbox.run(
-            f"(sleep {marker} &); setsid sleep {marker} & touch started; sleep {marker}"))
-        while not (workspace / "started").exists():
+            f"(sleep {marker} &); setsid sleep {marker} & sleep {marker}"))
+        for _ in range(500):  # until the three sleeps run (5 s at most)
+            if processes_with(marker).count(f"sleep {marker} ") == 3:
+                break
             await asyncio.sleep(0.01)
         assert processes_with(marker).count(f"sleep {marker} ") == 3
         task.cancel()

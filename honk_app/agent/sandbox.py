@@ -46,6 +46,7 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -65,6 +66,13 @@ _SECRET_SYSTEM_PATHS = (
     "/etc/sudoers.d", "/etc/ssl/private", "/etc/security/opasswd", "/etc/credstore",
     "/etc/credstore.encrypted", "/etc/ssh/ssh_host_*key*",
 )
+# The sandbox's pid 1: a shell that runs the command as its child, reaps orphans, and exits
+# with the command's status. bwrap's own init (without --as-pid-1) reports the status and
+# exits, and the outer bwrap then exits without reaping it: the zombie went to the host's
+# init and stayed charged to the pids cgroup (2 s with this container's init), so the
+# cgroup could not be reused at once. Run as pid 2, the command keeps ordinary signal
+# semantics (`kill $$` works).
+_SANDBOX_INIT = ("bash", "-c", '"$@"; exit $?', "honk-init")
 _SHM_BYTES = 256 * 2**20
 _KILL_GRACE_SECONDS = 2.0
 
@@ -151,14 +159,14 @@ class Sandbox:
         output = OutputBuffer(self.limits.output_limit_chars)
         # One pipe for both streams keeps them interleaved as the command wrote them.
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        pipe = os.fdopen(read_end, "rb", buffering=0)  # closing it twice is harmless
         try:
             starting = self._started(["bash", "-c", command], stdin=subprocess.DEVNULL,
                                      stdout=write_end, stderr=write_end)
             async with starting as started:
                 os.close(write_end)
                 write_end = -1
-                reader, drained = await output.read_from(read_end)
-                read_end = -1
+                reader, drained = await output.read_from(pipe)
                 try:
                     exit_code, timed_out = await started.wait(seconds, drained)
                 finally:
@@ -167,9 +175,9 @@ class Sandbox:
                         await asyncio.wait_for(asyncio.shield(drained), _KILL_GRACE_SECONDS)
                     reader.close()
         finally:
-            for end in (read_end, write_end):
-                if end >= 0:
-                    os.close(end)
+            pipe.close()
+            if write_end >= 0:
+                os.close(write_end)
         text, truncated = output.render()
         if timed_out:
             text += "" if text.endswith("\n") or not text else "\n"
@@ -274,7 +282,7 @@ class _Command:
 def _bwrap_argv(bwrap: str, workspace: Path, *, binds: list[tuple[Path, str]], network: bool,
                 limits: SandboxLimits) -> list[str]:
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL", "--hostname", "honk-sandbox"]
+            "--new-session", "--cap-drop", "ALL", "--hostname", "honk-sandbox", "--as-pid-1"]
     if network:
         argv += ["--share-net", "--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
     argv += _system_mounts()
@@ -285,7 +293,7 @@ def _bwrap_argv(bwrap: str, workspace: Path, *, binds: list[tuple[Path, str]], n
              "--bind", str(workspace), WORKSPACE_MOUNT]
     for source, target in binds:
         argv += ["--ro-bind", str(source), target]
-    return [*argv, "--remount-ro", "/", "--chdir", WORKSPACE_MOUNT, "--"]
+    return [*argv, "--remount-ro", "/", "--chdir", WORKSPACE_MOUNT, "--", *_SANDBOX_INIT]
 
 
 @functools.cache
@@ -316,12 +324,12 @@ class OutputBuffer:
         self._tail_bytes = 0
         self._total = 0
 
-    async def read_from(self, fd: int) -> tuple[asyncio.ReadTransport, asyncio.Future[None]]:
-        """Feed this buffer from a pipe (taking ownership of fd); the future is set at EOF."""
+    async def read_from(self, pipe: BinaryIO) -> tuple[asyncio.ReadTransport,
+                                                      asyncio.Future[None]]:
+        """Feed this buffer from a pipe; the future is set at its end."""
         loop = asyncio.get_running_loop()
         drained: asyncio.Future[None] = loop.create_future()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: _PipeProtocol(self, drained), os.fdopen(fd, "rb", buffering=0))
+        transport, _ = await loop.connect_read_pipe(lambda: _PipeProtocol(self, drained), pipe)
         return transport, drained
 
     def feed(self, chunk: bytes) -> None:
@@ -412,10 +420,18 @@ class _Cgroup:
         except OSError:
             return []
 
-    async def emptied(self) -> bool:
-        """Kill what is left and wait until no process is running in it; False if one stays."""
+    def charged(self) -> int:
+        """Tasks counted against pids.max: running ones and exited ones not yet reaped."""
+        try:
+            return int((self.path / "pids.current").read_text())
+        except (OSError, ValueError):
+            return -1
+
+    async def stopped(self) -> bool:
+        """Kill what is left and wait until nothing runs in it; False if something still does
+        after about 2 s."""
         pause = 0.0005
-        for _ in range(200):  # about 2 s
+        for _ in range(200):
             if not self.pids():
                 return True
             self.kill()
@@ -423,19 +439,15 @@ class _Cgroup:
             pause = min(pause * 2, 0.01)
         return False
 
-    def zombies(self) -> int:
-        """Tasks still charged though no longer running: exited, not yet reaped."""
-        try:
-            return max(0, int((self.path / "pids.current").read_text()) - len(self.pids()))
-        except (OSError, ValueError):
-            return 0
-
 
 class _Cgroups:
     """Per-command pids cgroups under `honk-sandbox` in a pids hierarchy, kept for reuse.
 
     Reuse matters: entering a fresh cgroup cost 14 to 18 ms here (cgroup v1), entering
-    one that held an earlier, finished command about 0.1 ms.
+    one that held an earlier, finished command about 0.1 ms. A cgroup is reused only once
+    nothing in it is charged, so each command gets exactly max_processes. After a kill,
+    the dead are reparented to the host's init and stay charged until it reaps them (up
+    to 2 s with this container's init): such a cgroup waits in `_draining` meanwhile.
     """
 
     def __init__(self, base: Path, version: int) -> None:
@@ -444,27 +456,30 @@ class _Cgroups:
         self.name = f"cgroup v{version}"
         self._serial = itertools.count()
         self._free: list[_Cgroup] = []
+        self._draining: list[_Cgroup] = []
 
     def acquire(self, max_processes: int) -> _Cgroup:
+        self._reclaim()
         if self._free:
             cgroup = self._free.pop()
         else:
             path = self.base / f"cmd-{os.getpid()}-{next(self._serial)}"
             path.mkdir()
             cgroup = _Cgroup(path, self.version)
-        # bwrap's pid 1 reports the command's status and exits, and the outer bwrap exits on
-        # that report without reaping it: the zombie goes to the host's init, stays charged
-        # here until reaped (up to 2 s with this container's init), and must not count
-        # against the next command.
-        (cgroup.path / "pids.max").write_text(str(max_processes + cgroup.zombies()))
+        (cgroup.path / "pids.max").write_text(str(max_processes))
         return cgroup
 
     async def release(self, cgroup: _Cgroup) -> None:
-        if await cgroup.emptied():
-            self._free.append(cgroup)
-        else:
+        if not await cgroup.stopped():
             log.warning("a sandbox cgroup stays busy after SIGKILL; not reusing it",
                         path=str(cgroup.path))
+            return
+        (self._free if cgroup.charged() == 0 else self._draining).append(cgroup)
+
+    def _reclaim(self) -> None:
+        reaped = [cgroup for cgroup in self._draining if cgroup.charged() == 0]
+        self._free += reaped
+        self._draining = [cgroup for cgroup in self._draining if cgroup not in reaped]
 
     def remove_stale(self) -> None:
         """Remove the cgroups of worker processes that are gone (they are empty by then)."""
