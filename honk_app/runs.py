@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -287,6 +288,26 @@ class RunStore:
         def op(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT count(*) FROM runs WHERE state = ?", (RunState.QUEUED,))
             return int(row.fetchone()[0])
+
+        return await self.db.call(op)
+
+    async def of_repos(
+        self, repos: Collection[str] | None, *, limit: int = 100, since: float = 0.0
+    ) -> list[Run]:
+        """The newest runs of these repositories (None: of all), created at or after `since`."""
+        if repos is not None and not repos:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Run]:
+            where = "created_at >= ?"
+            params: list[Any] = [since]
+            if repos is not None:
+                where += f" AND repo IN ({','.join('?' * len(repos))})"
+                params += list(repos)
+            rows = conn.execute(
+                f"SELECT * FROM runs WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+            )
+            return [Run.from_row(row) for row in rows]
 
         return await self.db.call(op)
 
