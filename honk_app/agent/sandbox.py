@@ -100,8 +100,8 @@ class SandboxUnavailable(Exception):
 
 def check_available() -> None:
     """Raise SandboxUnavailable unless bubblewrap can build the sandbox Honk uses here."""
-    bwrap = _require_tool("bwrap", "bubblewrap is not installed")
-    _require_tool("prlimit", "prlimit (util-linux) is not installed")
+    bwrap = _require_bwrap()
+    _require_prlimit()
     with tempfile.TemporaryDirectory(prefix="honk-sandbox-check-") as workspace:
         argv = _bwrap_argv(bwrap, Path(workspace), binds=[], network=False,
                            limits=SandboxLimits())
@@ -129,7 +129,7 @@ class Sandbox:
         self.unsafe_no_sandbox = unsafe_no_sandbox
         self._read_only_paths = [path.resolve(strict=True) for path in read_only_paths]
         self._git_entry = _git_entry_identity(self.workspace)
-        self._prlimit = _require_tool("prlimit", "prlimit (util-linux) is not installed")
+        self._prlimit = _require_prlimit()
         self._cgroups = _process_cgroups()
         if self._cgroups is None and os.geteuid() == 0:
             _warn_no_process_cap()
@@ -138,7 +138,7 @@ class Sandbox:
             self._bwrap = ""
             home = tempfile.mkdtemp(prefix="honk-home-")
         else:
-            self._bwrap = _require_tool("bwrap", "bubblewrap is not installed")
+            self._bwrap = _require_bwrap()
             home = SANDBOX_HOME
         self._env = {"PATH": SANDBOX_PATH, "HOME": home, "LANG": "C.UTF-8", "TERM": "dumb",
                      **(env or {})}
@@ -212,9 +212,10 @@ class Sandbox:
                 await self._cgroups.release(cgroup)
 
     def _launcher(self, argv: list[str], cgroup: _Cgroup | None) -> list[str]:
+        """[sh entering the cgroup] prlimit, then bwrap (or, unsandboxed, argv directly)."""
         limits = self.limits
-        command = [self._prlimit, f"--as={limits.memory_bytes}", f"--fsize={limits.max_file_bytes}",
-                   f"--nproc={limits.max_processes}", "--core=0", "--"]
+        command = [self._prlimit, "--core=0", f"--as={limits.memory_bytes}",
+                   f"--fsize={limits.max_file_bytes}", f"--nproc={limits.max_processes}", "--"]
         if not self.unsafe_no_sandbox:
             self._check_git_entry()
             command += _bwrap_argv(self._bwrap, self.workspace, binds=self._binds(),
@@ -552,12 +553,19 @@ def _git_entry_identity(workspace: Path) -> tuple[int, int] | None:
     return entry.st_dev, entry.st_ino
 
 
-def _require_tool(name: str, problem: str) -> str:
-    path = shutil.which(name)
+def _require_bwrap() -> str:
+    path = shutil.which("bwrap")
     if path is None:
-        raise SandboxUnavailable(f"{problem}: install it (apt-get install bubblewrap "
-                                 f"util-linux), or for local development only set "
-                                 f"{UNSAFE_SWITCH}.")
+        raise SandboxUnavailable("bubblewrap is not installed: install it (apt-get install "
+                                 f"bubblewrap), or for local development only set {UNSAFE_SWITCH}.")
+    return path
+
+
+def _require_prlimit() -> str:
+    path = shutil.which("prlimit")
+    if path is None:
+        raise SandboxUnavailable("prlimit is not installed: install it (apt-get install "
+                                 "util-linux); it sets each command's limits.")
     return path
 
 
