@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -222,6 +223,29 @@ def test_run_argv_returns_the_status(workspace: Path) -> None:
     assert (workspace / "out").read_text() == "hi\n"
     short = Sandbox(workspace, limits=SandboxLimits(timeout_seconds=0.3))
     assert asyncio.run(short.run_argv(["sleep", "30"])) == TIMEOUT_EXIT_CODE
+
+
+def test_run_argv_can_hand_over_the_terminal(workspace: Path) -> None:
+    # As `honk sandbox -- CMD` does: the command reads our stdin and writes our stdout.
+    script = ("import asyncio, sys\nfrom pathlib import Path\n"
+              "from honk_app.agent.sandbox import Sandbox\n"
+              "sandbox = Sandbox(Path(sys.argv[1]))\n"
+              "sys.exit(asyncio.run(sandbox.run_argv(['sh', '-c', 'echo in $PWD; cat; exit 5'],"
+              " inherit_stdio=True)))\n")
+    child = subprocess.run([sys.executable, "-c", script, str(workspace)], input="typed\n",
+                           capture_output=True, text=True, timeout=60)
+    assert (child.returncode, child.stdout) == (5, "in /workspace\ntyped\n")
+
+
+def test_concurrent_commands_do_not_mix(workspace: Path) -> None:
+    sandbox = Sandbox(workspace, limits=QUICK)
+
+    async def three() -> list[CommandResult]:
+        return await asyncio.gather(*(sandbox.run(f"sleep 0.2; echo {n}; exit {n}")
+                                      for n in range(3)))
+
+    assert [(r.exit_code, r.output) for r in asyncio.run(three())] == [
+        (0, "0\n"), (1, "1\n"), (2, "2\n")]
 
 
 def test_unsafe_mode_runs_on_the_host_with_the_same_rules(workspace: Path) -> None:
