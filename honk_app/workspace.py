@@ -22,10 +22,11 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
+A = TypeVar("A")
+B = TypeVar("B")
 
 ORIGIN = "refs/remotes/origin/"
 NO_AUTO_GC = (("gc.auto", "0"), ("maintenance.auto", "false"))
@@ -461,29 +464,12 @@ class WorkspaceManager:
         mirror = self._mirror(repo)
         slot = self._take_slot(repo)
         try:
-            async with mirror.locked():
-                await mirror.ensure_exists()
-                await mirror.fetch(remote)
-                tips = await mirror.remote_tips(base_branch, branch)
-                if base_branch not in tips:
-                    raise GitError(
-                        ("git", "fetch", remote.url), 0, f"the remote has no branch {base_branch}"
-                    )
-                start_sha = tips.get(branch, tips[base_branch])
-                if _branch_held_elsewhere(mirror, slot, branch):
-                    raise BranchInUse(f"another run of {repo} is working on {branch}")
-                if not slot.is_registered():
-                    await self._create_worktree(mirror, slot, start_sha)
-                slot.scrub_git_dir()
-                git = Git(slot.git_dir, slot.path)
-                await git.run(
-                    "checkout", "--quiet", "--force", "--no-track", "--ignore-other-worktrees",
-                    "--no-recurse-submodules", "-B", branch, start_sha,
-                )  # fmt: skip
-                if repo not in self._swept:
-                    await mirror.sweep_refs()  # leftovers of a process that crashed
-                    self._swept.add(repo)
-            await git.run("clean", "-ffdxq")
+            # The slot is scrubbed while the mirror fetches: both before the run can start.
+            tips, _ = await _both(
+                self._fetch_tips(mirror, remote, base_branch, branch), self._scrub(slot)
+            )
+            start_sha = tips.get(branch, tips[base_branch])
+            await self._move(mirror, slot, repo, branch, start_sha)
         except BaseException:
             await self._release(mirror, slot)
             raise
@@ -512,6 +498,52 @@ class WorkspaceManager:
             yield workspace
         finally:
             await self._release(mirror, slot)
+
+    async def _fetch_tips(
+        self, mirror: Mirror, remote: GitRemote, base_branch: str, branch: str
+    ) -> dict[str, str]:
+        async with mirror.locked():
+            await mirror.ensure_exists()
+            await mirror.fetch(remote)
+            tips = await mirror.remote_tips(base_branch, branch)
+        if base_branch not in tips:
+            raise GitError(
+                ("git", "fetch", remote.url), 0, f"the remote has no branch {base_branch}"
+            )
+        return tips
+
+    async def _scrub(self, slot: Slot) -> None:
+        """Put a kept slot back to its own commit, detached, with nothing else in it: what
+        the last run (or a process that died) left goes. Touches nothing but the slot."""
+        if not slot.is_registered():
+            return
+        slot.scrub_git_dir()
+        git = Git(slot.git_dir, slot.path)
+        try:
+            await git.run("checkout", "--quiet", "--force", "--detach", "--no-recurse-submodules")
+            await git.run("clean", "-ffdxq")
+        except GitError as error:
+            log.warning("workspace.slot_broken", slot=str(slot.path), error=str(error))
+            shutil.rmtree(slot.path)  # made anew below
+
+    async def _move(
+        self, mirror: Mirror, slot: Slot, repo: str, branch: str, start_sha: str
+    ) -> None:
+        """Put the scrubbed (or a new) slot on a local `branch` at start_sha."""
+        git = Git(slot.git_dir, slot.path)
+        if slot.is_registered():
+            # A two-way merge from a clean tree only writes the files that differ.
+            await git.run("read-tree", "-m", "-u", "HEAD", start_sha)
+        async with mirror.locked():
+            if _branch_held_elsewhere(mirror, slot, branch):
+                raise BranchInUse(f"another run of {repo} is working on {branch}")
+            if not slot.is_registered():
+                await self._create_worktree(mirror, slot, start_sha)
+            await git.run("update-ref", f"refs/heads/{branch}", start_sha)
+            await git.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+            if repo not in self._swept:
+                await mirror.sweep_refs()  # leftovers of a process that died
+                self._swept.add(repo)
 
     def _mirror(self, repo: str) -> Mirror:
         if repo not in self._mirrors:
@@ -568,6 +600,15 @@ class WorkspaceManager:
             log.warning("workspace.release_failed", slot=str(slot.path), error=str(error))
         finally:
             slot.lock.release()
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Run both to the end, even when one fails (then raise its error)."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0], results[1]  # type: ignore[return-value]
 
 
 def _branch_held_elsewhere(mirror: Mirror, slot: Slot, branch: str) -> bool:
