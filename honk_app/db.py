@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
 
 BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_INTERVAL_SECONDS = 1.0
 
 
 class DatabaseUnavailable(Exception):
@@ -41,6 +43,8 @@ class Database:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def start(self, schema: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,14 +54,37 @@ class Database:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.executescript(schema)
+        # Checkpoints copy the WAL back into the database file and fsync it; done by the
+        # committing connection they would stall a batch of deliveries now and then, so a
+        # background thread does them instead (PASSIVE: writers are never blocked).
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
+                                              name="honk-db-checkpoint")
+        self._checkpointer.start()
 
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            while not self._closing.wait(CHECKPOINT_INTERVAL_SECONDS):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as error:
+            log.warning("database checkpoint failed", error=str(error))
+        finally:
+            conn.close()
 
     async def call(self, op: Operation[T]) -> T:
         if self._conn is None:
