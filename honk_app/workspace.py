@@ -448,7 +448,7 @@ class WorkspaceManager:
         self._data_dir = data_dir.resolve()
         self._pool_size = pool_size
         self._mirrors: dict[str, Mirror] = {}
-        self._swept: set[str] = set()
+        self._swept: set[Path] = set()
         (self._data_dir / "tmp").mkdir(parents=True, exist_ok=True)
 
     @asynccontextmanager
@@ -541,16 +541,17 @@ class WorkspaceManager:
                 await self._create_worktree(mirror, slot, start_sha)
             await git.run("update-ref", f"refs/heads/{branch}", start_sha)
             await git.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
-            if repo not in self._swept:
+            if mirror.path not in self._swept:
                 await mirror.sweep_refs()  # leftovers of a process that died
-                self._swept.add(repo)
+                self._swept.add(mirror.path)
 
     def _mirror(self, repo: str) -> Mirror:
-        if repo not in self._mirrors:
-            path = self._data_dir / "mirrors" / f"{repo.lower()}.git"
+        key = repo.lower()  # GitHub's names are not case-sensitive
+        if key not in self._mirrors:
+            path = self._data_dir / "mirrors" / f"{key}.git"
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._mirrors[repo] = Mirror(path)
-        return self._mirrors[repo]
+            self._mirrors[key] = Mirror(path)
+        return self._mirrors[key]
 
     def _take_slot(self, repo: str) -> Slot:
         """The first slot no one holds; past the pool size, an overflow slot."""
@@ -585,11 +586,8 @@ class WorkspaceManager:
     async def _release(self, mirror: Mirror, slot: Slot) -> None:
         """Leave the slot clean and detached, its branch deleted, and let it go."""
         try:
-            if slot.kept and slot.is_registered():
-                git = Git(slot.git_dir, slot.path)
-                slot.scrub_git_dir()
-                await git.run("checkout", "--quiet", "--force", "--detach")
-                await git.run("clean", "-ffdxq")
+            if slot.kept:
+                await self._scrub(slot)
             async with mirror.locked():
                 if not slot.kept:
                     shutil.rmtree(slot.path, ignore_errors=True)
