@@ -58,7 +58,8 @@ _IDS = itertools.count(1001)
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    # Full precision: token expiry is compared to it; JSON renders whole seconds.
+    return datetime.now(UTC)
 
 
 def node_id(kind: str, number: int) -> str:
