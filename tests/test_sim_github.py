@@ -909,6 +909,8 @@ def test_oauth_sign_in(world: World) -> None:
     repos = gh.rest.apps.list_installation_repos_for_authenticated_user(
         world.installation_id).parsed_data
     assert [r.full_name for r in repos.repositories] == [REPO]
+    installations = gh.rest.apps.list_installations_for_authenticated_user().parsed_data
+    assert [i.id for i in installations.installations] == [world.installation_id]
     assert gh.rest.repos.get("acme", "widgets").parsed_data.permissions is not None
     sim.oauth_login_as("stranger")
     sim.add_user("stranger")
@@ -920,6 +922,8 @@ def test_oauth_sign_in(world: World) -> None:
         "client_id": world.app.client_id, "client_secret": world.app.client_secret,
         "code": code}).json()["access_token"]
     as_stranger = user_client(world, stranger)
+    none = as_stranger.rest.apps.list_installations_for_authenticated_user().parsed_data
+    assert none.total_count == 0
     with pytest.raises(RequestFailed) as failure:
         as_stranger.rest.apps.list_installation_repos_for_authenticated_user(
             world.installation_id)

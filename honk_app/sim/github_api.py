@@ -132,6 +132,7 @@ class ApiRoutes:
             ("/app-manifests/{code}/conversions", self.convert_manifest, ["POST"]),
             ("/installation/repositories", self.installation_repositories, ["GET"]),
             ("/user", self.get_user, ["GET"]),
+            ("/user/installations", self.user_installations, ["GET"]),
             (
                 "/user/installations/{installation_id:int}/repositories",
                 self.user_installation_repositories,
@@ -384,6 +385,23 @@ class ApiRoutes:
             user = self.state.user(call.caller.login)
             assert user is not None
             return answer(200, self.shapes.private_user_json(user))
+
+    def user_installations(self, call: Call) -> Response:
+        """The installations (of the token's App) with a repository the user can read."""
+        if call.caller.kind not in ("personal", "oauth") or call.caller.login is None:
+            raise ApiError(401, "Requires authentication")
+        login, app = call.caller.login, call.caller.app
+        with self.state.lock:
+            found = [
+                self.shapes.installation_json(installation)
+                for installation in self.state.installations.values()
+                if (app is None or installation.app_id == app.id)
+                and any(
+                    (repo := self.state.repo(name)) and self.state.role(repo, login) != "none"
+                    for name in installation.repos
+                )
+            ]
+        return answer(200, {"total_count": len(found), "installations": found})
 
     def user_installation_repositories(self, call: Call) -> Response:
         if call.caller.kind not in ("personal", "oauth") or call.caller.login is None:
