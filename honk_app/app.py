@@ -1,11 +1,17 @@
-"""The Starlette application: routes, and a lifespan that opens the store and the worker."""
+"""The Starlette application: routes, and a lifespan that opens the store and the worker.
+
+Until Honk is a GitHub App, `/` is the setup page; when the manifest flow registers the App,
+the running server takes the new credentials at once (see `Live.configure`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import anthropic
 import structlog
@@ -15,13 +21,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from honk_app import pages
+from honk_app import metrics, pages
 from honk_app.config import Settings, SettingsError
 from honk_app.db import Database
 from honk_app.github import GitHubApp
+from honk_app.onboarding import AppCredentials, Onboarding
 from honk_app.queue import WorkerPool
 from honk_app.redact import Redactor
 from honk_app.runs import SCHEMA, RunStore
+from honk_app.runs_page import RunsPages
+from honk_app.signin import GitHubSignIn
 from honk_app.webhooks import WebhookReceiver
 from honk_app.worker import Services, execute
 from honk_app.workspace import WorkspaceManager
@@ -45,30 +54,90 @@ def build_services(settings: Settings, store: RunStore, redactor: Redactor) -> S
     )
 
 
+class Live:
+    """The settings in force, and the receiver and worker built from them."""
+
+    def __init__(
+        self, settings: Settings, store: RunStore, redactor: Redactor, *, with_worker: bool
+    ) -> None:
+        self.store = store
+        self.redactor = redactor
+        self.with_worker = with_worker
+        self.pool: WorkerPool | None = None
+        self._stop = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._running = False
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        self.settings = settings
+        if self.with_worker and settings.has_app_credentials and self.pool is None:
+            services = build_services(settings, self.store, self.redactor)
+            self.pool = WorkerPool(
+                self.store, partial(execute, services=services), concurrency=settings.workers
+            )
+            if self._running:
+                self._worker = asyncio.create_task(self.pool.run(self._stop))
+        pool = self.pool
+        self.receiver = WebhookReceiver(
+            self.store,
+            secret=settings.webhook_secret,
+            label=settings.label,
+            on_run=pool.wake if pool else lambda: None,
+        )
+
+    async def receive(self, request: Request) -> Response:
+        return await self.receiver.receive(request)
+
+    async def register(self, credentials: AppCredentials) -> None:
+        """The setup page registered the App: act as it from now on."""
+        settings = replace(
+            self.settings,
+            app_id=credentials.app_id,
+            private_key=credentials.private_key.strip() + "\n",
+            webhook_secret=credentials.webhook_secret,
+            client_id=credentials.client_id,
+            client_secret=credentials.client_secret,
+        )
+        for secret in settings.secrets:
+            self.redactor.add(secret)
+        self.configure(settings)
+
+    def start(self) -> None:
+        self._running = True
+        if self.pool is not None:
+            self._worker = asyncio.create_task(self.pool.run(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            await self._worker
+
+
 def create_app(
-    settings: Settings, *, redactor: Redactor | None = None, with_worker: bool = True
+    settings: Settings,
+    *,
+    redactor: Redactor | None = None,
+    with_worker: bool = True,
+    dotenv_path: Path | None = None,
 ) -> Starlette:
+    """The web app; the setup page writes the App's credentials to `dotenv_path` (`./.env`)."""
     redactor = redactor or Redactor(settings.secrets)
     if settings.sqlite_path is None:
         raise SettingsError("DATABASE_URL: PostgreSQL is not supported yet; use sqlite:///.")
     db = Database(settings.sqlite_path)
     store = RunStore(db)
-    pool: WorkerPool | None = None
-    if with_worker and settings.has_app_credentials:
-        services = build_services(settings, store, redactor)
-        pool = WorkerPool(store, partial(execute, services=services), concurrency=settings.workers)
-    receiver = WebhookReceiver(
-        store,
-        secret=settings.webhook_secret,
-        label=settings.label,
-        on_run=pool.wake if pool else lambda: None,
+    live = Live(settings, store, redactor, with_worker=with_worker)
+    onboarding = Onboarding(
+        lambda: live.settings, dotenv_path=dotenv_path or Path(".env"), on_registered=live.register
     )
+    signin = GitHubSignIn(lambda: live.settings)
+    runs_pages = RunsPages(lambda: live.settings, store, signin, redactor)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db.start(SCHEMA)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(pool.run(stop)) if pool else None
+        live.start()
         if not settings.has_app_credentials:
             log.warning(
                 "no GitHub App credentials: open the setup page to register Honk",
@@ -77,29 +146,33 @@ def create_app(
         try:
             yield
         finally:
-            stop.set()
-            if worker:
-                await worker
+            await live.stop()
             await db.close()
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "configured": settings.has_app_credentials})
+        return JSONResponse({"ok": True, "configured": live.settings.has_app_credentials})
 
-    async def metrics(request: Request) -> Response:
+    async def metrics_page(request: Request) -> Response:
+        # Read at scrape time: a web process without a worker sees the queue too.
+        metrics.QUEUE_DEPTH.set(await store.queue_depth())
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def home(request: Request) -> HTMLResponse:
-        return HTMLResponse(pages.home(settings))
+        suggested = live.settings.public_url or str(request.base_url).rstrip("/")
+        return HTMLResponse(pages.home(live.settings, suggested_url=suggested))
 
     app = Starlette(
         routes=[
-            Route("/api/github/webhooks", receiver.receive, methods=["POST"]),
+            Route("/api/github/webhooks", live.receive, methods=["POST"]),
             Route("/healthz", healthz),
-            Route("/metrics", metrics),
+            Route("/metrics", metrics_page),
             Route("/", home),
+            *onboarding.routes(),
+            *signin.routes(),
+            *runs_pages.routes(),
         ],
         lifespan=lifespan,
     )
     app.state.store = store
-    app.state.pool = pool
+    app.state.live = live
     return app

@@ -1,4 +1,4 @@
-"""`honk serve | worker | demo | sandbox`: the command line."""
+"""`honk serve | worker | runs | demo | sandbox`: the command line."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="the web app and an in-process worker (embedded SQLite)")
     commands.add_parser("worker", help="a worker process alone, sharing the database")
+    runs = commands.add_parser("runs", help="the newest runs, as a table or JSON lines")
+    runs.add_argument("--json", action="store_true", help="one JSON object per run")
+    runs.add_argument("--limit", type=int, default=100, help="how many runs (newest first)")
     demo = commands.add_parser("demo", help="an offline run against a simulated GitHub")
     demo.add_argument("--json", action="store_true", help="end with one line of JSON")
     demo.add_argument(
@@ -52,11 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"honk: {error}", file=sys.stderr)
         return 2
-    configure_logging(
-        level=settings.log_level, fmt=settings.log_format, redactor=Redactor(settings.secrets)
-    )
+    # One redactor for the logs and the app: secrets the setup page adds reach both.
+    redactor = Redactor(settings.secrets)
+    configure_logging(level=settings.log_level, fmt=settings.log_format, redactor=redactor)
     if args.command == "serve":
-        return _serve(settings)
+        return _serve(settings, redactor)
+    if args.command == "runs":
+        return asyncio.run(_runs(settings, json_lines=args.json, limit=args.limit))
     if args.command == "worker":
         return asyncio.run(_worker(settings))
     return asyncio.run(_sandbox(settings, args.workspace, args.argv, network=args.network))
@@ -64,29 +69,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _environment() -> dict[str, str]:
     """The process environment over `.env` (written by the setup page) in the working dir."""
-    values: dict[str, str] = {}
-    dotenv = Path(".env")
-    if dotenv.is_file():
-        for line in dotenv.read_text().splitlines():
-            name, sep, value = line.strip().partition("=")
-            if sep and name and not name.startswith("#"):
-                values[name.strip()] = value.strip().strip("'\"")
-    return {**values, **os.environ}
+    from honk_app.onboarding import read_dotenv
+
+    return {**read_dotenv(Path(".env")), **os.environ}
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, redactor: Redactor) -> int:
     import uvicorn
 
     from honk_app.app import create_app
 
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, redactor=redactor, dotenv_path=Path(".env").resolve()),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=True,
     )
+    return 0
+
+
+async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
+    import json
+
+    from honk_app.runs_report import newest_runs, run_record, table
+
+    try:
+        runs = await newest_runs(settings, limit=limit)
+    except ValueError as error:
+        print(f"honk runs: {error}", file=sys.stderr)
+        return 2
+    if json_lines:
+        for run in runs:
+            print(json.dumps(run_record(run)))
+    elif runs:
+        print(table(runs))
+    else:
+        print("No runs yet.")
     return 0
 
 

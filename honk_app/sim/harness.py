@@ -81,6 +81,8 @@ def offline_honk(
             "APP_ID": str(app.id),
             "PRIVATE_KEY": app.private_key_pem,
             "WEBHOOK_SECRET": app.webhook_secret,
+            "GITHUB_CLIENT_ID": app.client_id,
+            "GITHUB_CLIENT_SECRET": app.client_secret,
             "GITHUB_API_URL": github.api_url,
             "HONK_DATA_DIR": str(root / "honk"),
             "PORT": str(port),

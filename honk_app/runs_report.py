@@ -1,0 +1,72 @@
+"""`honk runs`: the runs in a terminal table, or one JSON object per run for scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from honk_app.config import Settings
+from honk_app.db import Database
+from honk_app.runs import SCHEMA, Run, RunStore
+from honk_app.runs_page import duration_text, run_seconds, when
+
+COLUMNS = ("run", "state", "outcome", "repository", "#", "kind", "asked by", "turns", "cost",
+           "duration", "pr", "created")
+RIGHT_ALIGNED = {"run", "#", "turns", "cost", "duration", "pr"}
+
+
+async def newest_runs(settings: Settings, *, limit: int) -> list[Run]:
+    if settings.sqlite_path is None:
+        raise ValueError("honk runs reads the embedded SQLite database only for now")
+    db = Database(settings.sqlite_path)
+    db.start(SCHEMA)
+    try:
+        return await RunStore(db).of_repos(None, limit=limit)
+    finally:
+        await db.close()
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """The fields a script needs, under stable names."""
+    seconds = run_seconds(run)
+    return {
+        "id": run.id,
+        "delivery_id": run.delivery_id,
+        "repository": run.repo,
+        "number": run.number,
+        "kind": run.kind,
+        "state": run.state,
+        "outcome": run.outcome,
+        "pr_number": run.pr_number,
+        "cost_usd": round(run.cost_usd, 6),
+        "seconds": None if seconds is None else round(seconds, 3),
+    }
+
+
+def table(runs: Sequence[Run]) -> str:
+    rows = [
+        (
+            str(run.id),
+            run.state,
+            run.outcome or "",
+            run.repo,
+            str(run.number) if run.kind != "labels" else "",
+            run.kind,
+            run.sender,
+            str(run.turns),
+            f"${run.cost_usd:.2f}",
+            duration_text(run_seconds(run)),
+            f"#{run.pr_number}" if run.pr_number else "",
+            when(run.created_at),
+        )
+        for run in runs
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *rows, strict=False)]
+    lines = []
+    for row in (COLUMNS, *rows):
+        cells = [
+            cell.rjust(width) if name in RIGHT_ALIGNED else cell.ljust(width)
+            for name, cell, width in zip(COLUMNS, row, widths, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
