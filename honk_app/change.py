@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from honk_app.agent.loop import Agent, AgentAPIError, AgentResult, Budget, Usage
+from honk_app import metrics
+from honk_app.agent.loop import Agent, AgentAPIError, AgentResult, Budget, TurnUsage, Usage
 from honk_app.agent.prompts import checks_failed_prompt, system_prompt, task_prompt
 from honk_app.agent.sandbox import Sandbox, SandboxLimits, SandboxUnavailable, check_available
 from honk_app.agent.tools import AgentTools
@@ -186,6 +187,7 @@ def _agent(
         await services.store.update(run.id, turns=stats.turns, input_tokens=stats.input_tokens,
                                     output_tokens=stats.output_tokens, cost_usd=stats.cost_usd)
         await status.step(f"turn {stats.turns}: {services.redactor(line)}", force=False)
+        _count_usage(limits.model, usage.per_turn[-1])
 
     transcript = services.settings.data_dir / "runs" / str(run.id) / "transcript.jsonl"
     transcript.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +204,18 @@ def _agent(
         on_turn=on_turn,
         transcript_path=transcript,
     )
+
+
+def _count_usage(model: str, turn: TurnUsage) -> None:
+    """Prometheus: tokens by kind and dollars, per model, as each turn reports them."""
+    for kind, count in (
+        ("input", turn.input_tokens),
+        ("output", turn.output_tokens),
+        ("cache_read", turn.cache_read_input_tokens),
+        ("cache_write", turn.cache_creation_input_tokens),
+    ):
+        metrics.TOKENS.labels(model=model, kind=kind).inc(count)
+    metrics.COST.labels(model=model).inc(turn.cost_usd)
 
 
 def _instructions(path: Path) -> str | None:

@@ -101,6 +101,7 @@ class WorkerPool:
             log.info(
                 "run claimed",
                 run_id=run.id,
+                delivery_id=run.delivery_id,
                 repo=run.repo,
                 number=run.number,
                 attempt=run.attempts,

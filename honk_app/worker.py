@@ -78,6 +78,15 @@ class StatusUpdater:
 
 async def execute(run: Run, services: Services) -> None:
     """Carry out one claimed run. Raises only CancelledError (the caller decides what it means)."""
+    # Every line logged during the run (agent, workspace, GitHub calls) carries these; the
+    # run is its own asyncio task, so they do not leak into other runs.
+    with structlog.contextvars.bound_contextvars(
+        run_id=run.id, delivery_id=run.delivery_id, repo=run.repo, number=run.number
+    ):
+        await _execute_logged(run, services)
+
+
+async def _execute_logged(run: Run, services: Services) -> None:
     bound = log.bind(
         run_id=run.id, delivery_id=run.delivery_id, repo=run.repo, number=run.number, kind=run.kind
     )
