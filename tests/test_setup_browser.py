@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from honk_app.app import create_app
 from honk_app.config import load_settings
@@ -36,7 +37,6 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_register_in_a_browser_then_receive_a_signed_delivery(tmp_path: Path) -> None:
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     with GitHubSim(tmp_path / "github") as sim:
         sim.add_user("ada")
         sim.oauth_login_as("ada")
