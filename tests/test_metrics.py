@@ -1,4 +1,5 @@
-"""What an operator watches: /metrics after a real run, and the label Honk brings along.
+"""What an operator watches: /metrics and the log lines of a real run, and the label Honk
+brings along.
 
 The Prometheus registry is the process's, shared by every test that ran before: each
 assertion is on how much a series grew across this test's run.
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import LogCapture
 
 from honk_app.config import DEFAULT_MODEL
 from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
@@ -87,3 +90,23 @@ def test_installing_on_repositories_creates_the_label_in_each(tmp_path: Path) ->
         for repo in ("acme/one", "acme/two", "acme/three"):
             [label] = [label for label in sim.labels(repo) if label["name"] == "honk"]
             assert (label["color"], label["description"]) == (LABEL_COLOR, LABEL_DESCRIPTION)
+
+
+def test_every_log_line_of_a_run_carries_its_ids(honk: OfflineHonk) -> None:
+    captured = LogCapture()
+    previous = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, captured])
+    try:
+        sim = honk.github
+        number = sim.open_issue(REPO, title=ISSUE_TITLE, body=ISSUE_BODY, author=MAINTAINER)
+        sim.label_issue(REPO, number, "honk", sender=MAINTAINER)
+        [*_, run] = honk.wait_until_idle(2)
+    finally:
+        structlog.configure(**previous)
+    of_run = [entry for entry in captured.entries if entry.get("run_id") == run["id"]]
+    events = {entry["event"] for entry in of_run}
+    assert {"run queued", "run claimed", "agent.turn", "run done"} <= events
+    for entry in of_run:
+        assert (entry.get("delivery_id"), entry.get("repo"), entry.get("number")) == (
+            run["delivery_id"], REPO, number
+        ), entry
