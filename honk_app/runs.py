@@ -2,63 +2,75 @@
 
 A run is one piece of work for one issue or pull request. Its `lock_key` (`owner/repo#N`)
 makes runs of the same issue/PR execute one after another, in the order they arrived.
+
+One store for both databases: every query below runs as written on SQLite and on
+PostgreSQL (see `honk_app.db` for the little that differs). On SQLite the runs table is
+also the queue (`claim`); on PostgreSQL procrastinate's jobs are (`enqueue`, see
+`honk_app.jobs`), and a job's worker marks its run with `start`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from honk_app.db import Database
+from honk_app.db import Sql, Storage, applied_migrations, ddl, lock_schema, record_migration
 from honk_app.triggers import Trigger
 
-SCHEMA = """
+_DELIVERIES_AND_RUNS = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
     event TEXT NOT NULL,
     action TEXT,
-    received_at REAL NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
     outcome TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     delivery_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     repo TEXT NOT NULL,
-    number INTEGER NOT NULL,
+    number BIGINT NOT NULL,
     lock_key TEXT NOT NULL,
-    installation_id INTEGER NOT NULL,
+    installation_id BIGINT NOT NULL,
     sender TEXT NOT NULL,
     trigger TEXT NOT NULL,
     state TEXT NOT NULL,
     outcome TEXT,
     detail TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    cancel_requested BIGINT NOT NULL DEFAULT 0,
     worker_id TEXT,
-    created_at REAL NOT NULL,
-    not_before REAL NOT NULL DEFAULT 0,
-    started_at REAL,
-    heartbeat_at REAL,
-    finished_at REAL,
-    status_comment_id INTEGER,
+    created_at DOUBLE PRECISION NOT NULL,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    started_at DOUBLE PRECISION,
+    heartbeat_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    status_comment_id BIGINT,
     branch TEXT,
     pushed_sha TEXT,
-    pr_number INTEGER,
+    pr_number BIGINT,
     report TEXT,
-    turns INTEGER NOT NULL DEFAULT 0,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0
+    turns BIGINT NOT NULL DEFAULT 0,
+    input_tokens BIGINT NOT NULL DEFAULT 0,
+    output_tokens BIGINT NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state, lock_key, id);
 CREATE INDEX IF NOT EXISTS runs_lock_key ON runs (lock_key, state);
 """
+
+# Schema changes, oldest first, each applied once and recorded in honk_migrations. Append
+# new ones; never edit one that has shipped.
+MIGRATIONS: tuple[tuple[str, str], ...] = (("honk/0001-deliveries-and-runs", _DELIVERIES_AND_RUNS),)
+SCHEMA = ddl(_DELIVERIES_AND_RUNS, "sqlite")
+
+# Called inside the transaction that stores a run, to queue it in the same commit.
+Enqueue = Callable[[Sql, int, str], Awaitable[None]]
 
 
 class RunState(StrEnum):
@@ -106,7 +118,7 @@ class Run:
     cost_usd: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Run:
+    def from_row(cls, row: Any) -> Run:
         return cls(**{f.name: row[f.name] for f in fields(cls)})
 
     @property
@@ -125,31 +137,51 @@ class Accepted:
 
 
 class RunStore:
-    """The runs and deliveries, through the database's writer thread."""
+    """The runs and deliveries, through the database's transactions."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Storage, *, enqueue: Enqueue | None = None) -> None:
         self.db = db
+        self._enqueue = enqueue
+
+    async def migrate(self) -> list[str]:
+        """Create or bring up to date the tables; the names of the changes applied."""
+
+        async def op(sql: Sql) -> list[str]:
+            await lock_schema(sql)
+            done = await applied_migrations(sql)
+            applied = []
+            for name, template in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in ddl(template, sql.dialect).split(";"):
+                    if statement.strip():
+                        await sql.execute(statement)
+                await record_migration(sql, name)
+                applied.append(name)
+            return applied
+
+        return await self.db.call(op)
 
     async def record_delivery(
         self, delivery_id: str, event: str, action: str | None, trigger: Trigger | None
     ) -> Accepted:
         """Dedupe by delivery id, then persist the run (or the stop) in the same commit."""
 
-        def op(conn: sqlite3.Connection) -> Accepted:
+        async def op(sql: Sql) -> Accepted:
             now = time.time()
             outcome = "ignored" if trigger is None else trigger.kind
-            inserted = conn.execute(
+            inserted = await sql.execute(
                 "INSERT INTO deliveries (id, event, action, received_at, outcome)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (delivery_id, event, action, now, outcome),
-            ).rowcount
-            if not inserted:
+            )
+            if not inserted.rowcount:
                 return Accepted(duplicate=True)
             if trigger is None:
                 return Accepted(duplicate=False)
             if trigger.kind == "stop":
-                return Accepted(duplicate=False, cancelled=_request_cancel(conn, trigger.lock_key))
-            run_id = conn.execute(
+                return Accepted(duplicate=False, cancelled=await _request_cancel(sql, trigger))
+            row = (await sql.execute(
                 "INSERT INTO runs (delivery_id, kind, repo, number, lock_key, installation_id,"
                 " sender, trigger, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
@@ -165,17 +197,20 @@ class RunStore:
                     RunState.QUEUED,
                     now,
                 ),
-            ).fetchone()[0]
+            )).first()
+            run_id = int(row["id"])
+            if self._enqueue is not None:
+                await self._enqueue(sql, run_id, trigger.lock_key)
             return Accepted(duplicate=False, run_id=run_id)
 
         return await self.db.call(op)
 
     async def claim(self, worker_id: str) -> Run | None:
-        """Take the oldest queued run whose issue/PR has no run in flight."""
+        """Take the oldest queued run whose issue/PR has no run in flight (SQLite's queue)."""
 
-        def op(conn: sqlite3.Connection) -> Run | None:
+        async def op(sql: Sql) -> Run | None:
             now = time.time()
-            row = conn.execute(
+            row = (await sql.execute(
                 "UPDATE runs SET state = ?, worker_id = ?, heartbeat_at = ?,"
                 " started_at = COALESCE(started_at, ?), attempts = attempts + 1"
                 " WHERE id = (SELECT r.id FROM runs r WHERE r.state = ?"
@@ -186,7 +221,26 @@ class RunStore:
                 " RETURNING *",
                 (RunState.RUNNING, worker_id, now, now, RunState.QUEUED, now, RunState.RUNNING,
                  RunState.QUEUED),
-            ).fetchone()
+            )).first()
+            return Run.from_row(row) if row else None
+
+        return await self.db.call(op)
+
+    async def start(self, run_id: int, worker_id: str) -> Run | None:
+        """Mark a run as this worker's, whoever held it before (the job queue chose it).
+
+        None if the run has ended meanwhile (stopped while it waited, or finished by a
+        worker that died before it could say so to the queue).
+        """
+
+        async def op(sql: Sql) -> Run | None:
+            now = time.time()
+            row = (await sql.execute(
+                "UPDATE runs SET state = ?, worker_id = ?, heartbeat_at = ?,"
+                " started_at = COALESCE(started_at, ?), attempts = attempts + 1"
+                " WHERE id = ? AND state IN (?, ?) RETURNING *",
+                (RunState.RUNNING, worker_id, now, now, run_id, *ACTIVE_STATES),
+            )).first()
             return Run.from_row(row) if row else None
 
         return await self.db.call(op)
@@ -194,36 +248,51 @@ class RunStore:
     async def heartbeat(self, run_id: int, worker_id: str) -> bool:
         """Extend the run's lease; True if someone asked to stop it (or it was taken away)."""
 
-        def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
+        async def op(sql: Sql) -> bool:
+            row = (await sql.execute(
                 "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND worker_id = ? AND state = ?"
                 " RETURNING cancel_requested",
                 (time.time(), run_id, worker_id, RunState.RUNNING),
-            ).fetchone()
-            return row is None or bool(row[0])
+            )).first()
+            return row is None or bool(row["cancel_requested"])
 
         return await self.db.call(op)
 
     async def requeue_stale(self, lease_seconds: float, dead_workers: tuple[str, ...] = ()) -> int:
         """Give back runs whose worker stopped renewing its lease (or is known dead)."""
+        marks = ",".join("?" * len(dead_workers)) or "NULL"
 
-        def op(conn: sqlite3.Connection) -> int:
+        async def op(sql: Sql) -> int:
+            stale = f"(heartbeat_at < ? OR worker_id IN ({marks}))"
+            return await _give_back(sql, stale, (time.time() - lease_seconds, *dead_workers))
+
+        return await self.db.call(op)
+
+    async def release_if_stale(self, run_id: int, lease_seconds: float) -> bool:
+        """True if no live worker holds this run: its lease ran out (it is given back, or
+        failed after too many attempts), or it is not running at all."""
+
+        async def op(sql: Sql) -> bool:
             cutoff = time.time() - lease_seconds
-            marks = ",".join("?" * len(dead_workers)) or "NULL"
-            failed = conn.execute(
-                "UPDATE runs SET state = ?, outcome = 'crashed', finished_at = ?,"
-                " detail = 'Honk stopped unexpectedly during this run too many times.'"
-                " WHERE state = ? AND attempts >= ?"
-                f" AND (heartbeat_at < ? OR worker_id IN ({marks}))",
-                (RunState.FAILED, time.time(), RunState.RUNNING, MAX_ATTEMPTS, cutoff,
-                 *dead_workers),
-            ).rowcount
-            requeued = conn.execute(
+            stale = "id = ? AND (heartbeat_at IS NULL OR heartbeat_at < ?)"
+            await _give_back(sql, stale, (run_id, cutoff))
+            row = (await sql.execute(
+                "SELECT state, heartbeat_at FROM runs WHERE id = ?", (run_id,)
+            )).first()
+            return row is None or row["state"] != RunState.RUNNING
+
+        return await self.db.call(op)
+
+    async def hand_back(self, run_id: int, worker_id: str) -> bool:
+        """Return a run this worker holds to the queue (it is shutting down)."""
+
+        async def op(sql: Sql) -> bool:
+            changed = await sql.execute(
                 "UPDATE runs SET state = ?, worker_id = NULL"
-                f" WHERE state = ? AND (heartbeat_at < ? OR worker_id IN ({marks}))",
-                (RunState.QUEUED, RunState.RUNNING, cutoff, *dead_workers),
-            ).rowcount
-            return failed + requeued
+                " WHERE id = ? AND worker_id = ? AND state = ?",
+                (RunState.QUEUED, run_id, worker_id, RunState.RUNNING),
+            )
+            return changed.rowcount > 0
 
         return await self.db.call(op)
 
@@ -238,8 +307,10 @@ class RunStore:
             raise ValueError(f"not run columns: {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in values)
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values.values(), run_id))
+        async def op(sql: Sql) -> None:
+            await sql.execute(
+                f"UPDATE runs SET {assignments} WHERE id = ?", (*values.values(), run_id)
+            )
 
         await self.db.call(op)
 
@@ -249,45 +320,34 @@ class RunStore:
         )
 
     async def get(self, run_id: int) -> Run | None:
-        def op(conn: sqlite3.Connection) -> Run | None:
-            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-            return Run.from_row(row) if row else None
-
-        return await self.db.call(op)
+        return await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
 
     async def latest_for(self, lock_key: str, *, exclude: int) -> Run | None:
         """The newest earlier run of the same issue/PR (to reuse its branch and comment)."""
-
-        def op(conn: sqlite3.Connection) -> Run | None:
-            row = conn.execute(
-                "SELECT * FROM runs WHERE lock_key = ? AND id < ? ORDER BY id DESC LIMIT 1",
-                (lock_key, exclude),
-            ).fetchone()
-            return Run.from_row(row) if row else None
-
-        return await self.db.call(op)
+        return await self._one(
+            "SELECT * FROM runs WHERE lock_key = ? AND id < ? ORDER BY id DESC LIMIT 1",
+            (lock_key, exclude),
+        )
 
     async def recent(self, limit: int = 100) -> list[Run]:
-        def op(conn: sqlite3.Connection) -> list[Run]:
-            rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-            return [Run.from_row(row) for row in rows]
-
-        return await self.db.call(op)
+        return await self._many("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
 
     async def running_workers(self) -> list[str]:
-        def op(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
+        async def op(sql: Sql) -> list[str]:
+            rows = await sql.execute(
                 "SELECT DISTINCT worker_id FROM runs WHERE state = ? AND worker_id IS NOT NULL",
                 (RunState.RUNNING,),
             )
-            return [row[0] for row in rows]
+            return [row["worker_id"] for row in rows]
 
         return await self.db.call(op)
 
     async def queue_depth(self) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT count(*) FROM runs WHERE state = ?", (RunState.QUEUED,))
-            return int(row.fetchone()[0])
+        async def op(sql: Sql) -> int:
+            rows = await sql.execute(
+                "SELECT count(*) AS queued FROM runs WHERE state = ?", (RunState.QUEUED,)
+            )
+            return int(rows.rows[0]["queued"])
 
         return await self.db.call(op)
 
@@ -297,17 +357,25 @@ class RunStore:
         """The newest runs of these repositories (None: of all), created at or after `since`."""
         if repos is not None and not repos:
             return []
+        where = "created_at >= ?"
+        params: list[Any] = [since]
+        if repos is not None:
+            where += f" AND repo IN ({','.join('?' * len(repos))})"
+            params += list(repos)
+        return await self._many(
+            f"SELECT * FROM runs WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
 
-        def op(conn: sqlite3.Connection) -> list[Run]:
-            where = "created_at >= ?"
-            params: list[Any] = [since]
-            if repos is not None:
-                where += f" AND repo IN ({','.join('?' * len(repos))})"
-                params += list(repos)
-            rows = conn.execute(
-                f"SELECT * FROM runs WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit)
-            )
-            return [Run.from_row(row) for row in rows]
+    async def _one(self, query: str, params: tuple[Any, ...]) -> Run | None:
+        async def op(sql: Sql) -> Run | None:
+            row = (await sql.execute(query, params)).first()
+            return Run.from_row(row) if row else None
+
+        return await self.db.call(op)
+
+    async def _many(self, query: str, params: tuple[Any, ...]) -> list[Run]:
+        async def op(sql: Sql) -> list[Run]:
+            return [Run.from_row(row) for row in await sql.execute(query, params)]
 
         return await self.db.call(op)
 
@@ -315,16 +383,31 @@ class RunStore:
 _COLUMNS = {f.name for f in fields(Run)} - {"id"}
 
 
-def _request_cancel(conn: sqlite3.Connection, lock_key: str) -> int:
+async def _give_back(sql: Sql, stale: str, params: tuple[Any, ...]) -> int:
+    """Requeue the running runs matching `stale`, or fail those that crashed too often."""
+    failed = await sql.execute(
+        "UPDATE runs SET state = ?, outcome = 'crashed', finished_at = ?,"
+        " detail = 'Honk stopped unexpectedly during this run too many times.'"
+        f" WHERE state = ? AND attempts >= ? AND {stale}",
+        (RunState.FAILED, time.time(), RunState.RUNNING, MAX_ATTEMPTS, *params),
+    )
+    requeued = await sql.execute(
+        f"UPDATE runs SET state = ?, worker_id = NULL WHERE state = ? AND {stale}",
+        (RunState.QUEUED, RunState.RUNNING, *params),
+    )
+    return failed.rowcount + requeued.rowcount
+
+
+async def _request_cancel(sql: Sql, trigger: Trigger) -> int:
     now = time.time()
-    queued = conn.execute(
+    queued = await sql.execute(
         "UPDATE runs SET state = ?, outcome = 'stopped', detail = ?, finished_at = ?"
         " WHERE lock_key = ? AND state = ?",
-        (RunState.CANCELLED, "Stopped by /honk stop before it started.", now, lock_key,
+        (RunState.CANCELLED, "Stopped by /honk stop before it started.", now, trigger.lock_key,
          RunState.QUEUED),
-    ).rowcount
-    running = conn.execute(
+    )
+    running = await sql.execute(
         "UPDATE runs SET cancel_requested = 1 WHERE lock_key = ? AND state = ?",
-        (lock_key, RunState.RUNNING),
-    ).rowcount
-    return queued + running
+        (trigger.lock_key, RunState.RUNNING),
+    )
+    return queued.rowcount + running.rowcount

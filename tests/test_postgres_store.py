@@ -1,0 +1,165 @@
+"""One run store, two databases: the same operations on SQLite and on the real PostgreSQL.
+
+On PostgreSQL a stored run also has its procrastinate job, written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from honk_app.backend import Backend, PostgresBackend, SQLiteBackend
+from honk_app.db import DatabaseUnavailable
+from honk_app.runs import MAX_ATTEMPTS
+from honk_app.sim.loopback import free_port
+from honk_app.triggers import Trigger
+from tests.postgres import fresh_schema, rows
+
+REPO = "octo/calculator"
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def task(number: int = 7, kind: str = "task") -> Trigger:
+    return Trigger(kind=kind, repo=REPO, number=number, installation_id=2**40,  # type: ignore[arg-type]
+                   sender="mona", instruction="fix it")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        opened: Backend = SQLiteBackend(tmp_path / "honk.db")
+        await opened.start()
+        yield opened
+        await opened.close()
+        return
+    with fresh_schema() as url:
+        opened = PostgresBackend(url)
+        await opened.start(wait=False)
+        yield opened
+        await opened.close()
+
+
+async def test_the_schema_is_created_once_and_recorded(backend: Backend) -> None:
+    assert await backend.start(wait=False) == []  # the fixture's start applied everything
+    assert await backend.store.migrate() == []
+
+
+async def test_a_delivery_is_stored_once_with_its_run(backend: Backend) -> None:
+    store = backend.store
+    first = await store.record_delivery("d-1", "issues", "labeled", task())
+    again = await store.record_delivery("d-1", "issues", "labeled", task())
+    assert not first.duplicate and first.run_id is not None
+    assert again.duplicate and again.run_id is None
+    run = await store.get(first.run_id)
+    assert run is not None
+    assert (run.state, run.lock_key, run.installation_id) == ("queued", f"{REPO}#7", 2**40)
+    assert run.trigger_data["instruction"] == "fix it"
+    assert await store.queue_depth() == 1
+
+
+async def test_start_heartbeat_and_hand_back(backend: Backend) -> None:
+    store = backend.store
+    run_id = (await store.record_delivery("d-1", "issues", "labeled", task())).run_id
+    assert run_id is not None
+    run = await store.start(run_id, "host:1:a")
+    assert run is not None
+    assert (run.state, run.attempts, run.worker_id) == ("running", 1, "host:1:a")
+    assert await store.heartbeat(run_id, "host:1:a") is False
+    assert await store.heartbeat(run_id, "host:2:b") is True, "not this worker's run"
+    assert await store.release_if_stale(run_id, lease_seconds=60) is False, "its lease is fresh"
+    assert await store.hand_back(run_id, "host:2:b") is False
+    assert await store.hand_back(run_id, "host:1:a") is True
+    again = await store.start(run_id, "host:2:b")
+    assert again is not None and (again.attempts, again.worker_id) == (2, "host:2:b")
+
+
+async def test_a_run_whose_lease_ran_out_is_released_then_failed_after_too_many(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    run_id = (await store.record_delivery("d-1", "issues", "labeled", task())).run_id
+    assert run_id is not None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert await store.start(run_id, f"host:{attempt}:x") is not None
+        await store.update(run_id, heartbeat_at=time.time() - 120)
+        assert await store.release_if_stale(run_id, lease_seconds=60) is True
+    run = await store.get(run_id)
+    assert run is not None and (run.state, run.outcome) == ("failed", "crashed")
+    assert await store.start(run_id, "host:9:z") is None, "an ended run is not started again"
+
+
+async def test_stop_cancels_the_waiting_run_and_flags_the_running_one(backend: Backend) -> None:
+    store = backend.store
+    running = (await store.record_delivery("d-1", "issues", "labeled", task())).run_id
+    waiting = (await store.record_delivery("d-2", "issue_comment", "created", task())).run_id
+    assert running is not None and waiting is not None
+    await store.start(running, "host:1:a")
+    stop = await store.record_delivery("d-3", "issue_comment", "created", task(kind="stop"))
+    assert stop.cancelled == 2
+    assert await store.heartbeat(running, "host:1:a") is True
+    waited = await store.get(waiting)
+    assert waited is not None and (waited.state, waited.outcome) == ("cancelled", "stopped")
+    assert await store.start(waiting, "host:1:a") is None
+    latest = await store.latest_for(f"{REPO}#7", exclude=waiting + 1)
+    assert latest is not None and latest.id == waiting
+    assert [run.id for run in await store.of_repos([REPO])] == [waiting, running]
+    assert await store.of_repos(["other/repo"]) == []
+
+
+async def test_each_run_gets_one_job_locked_by_its_issue(postgres_url: str) -> None:
+    backend = PostgresBackend(postgres_url)
+    await backend.start(wait=False)
+    try:
+        first = await backend.store.record_delivery("d-1", "issues", "labeled", task(7))
+        await backend.store.record_delivery("d-1", "issues", "labeled", task(7))
+        second = await backend.store.record_delivery("d-2", "issues", "labeled", task(8))
+        await backend.store.record_delivery("d-3", "issues", "labeled", None)
+    finally:
+        await backend.close()
+    jobs = rows(postgres_url, "SELECT * FROM procrastinate_jobs ORDER BY id")
+    assert [(job["args"], job["lock"], job["queueing_lock"], job["status"]) for job in jobs] == [
+        ({"run_id": first.run_id}, f"{REPO}#7", None, "todo"),
+        ({"run_id": second.run_id}, f"{REPO}#8", None, "todo"),
+    ]
+    assert all(job["task_name"] == "honk.run" and job["queue_name"] == "runs" for job in jobs)
+
+
+async def test_the_same_delivery_stored_by_two_web_processes_at_once_is_one_run(
+    postgres_url: str,
+) -> None:
+    webs = [PostgresBackend(postgres_url) for _ in range(2)]
+    await asyncio.gather(*(web.start(wait=False) for web in webs))  # migrations take turns
+    try:
+        for n in range(20):
+            answers = await asyncio.gather(*(
+                web.store.record_delivery(f"d-{n}", "issues", "labeled", task(n)) for web in webs
+            ))
+            assert sorted(a.duplicate for a in answers) == [False, True]
+    finally:
+        await asyncio.gather(*(web.close() for web in webs))
+    assert len(rows(postgres_url, "SELECT id FROM runs")) == 20
+    assert len(rows(postgres_url, "SELECT id FROM procrastinate_jobs")) == 20
+
+
+async def test_an_unreachable_server_is_unavailable_not_an_error() -> None:
+    backend = PostgresBackend(f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    await backend.db.start()
+    with pytest.raises(DatabaseUnavailable):
+        await backend.store.record_delivery("d-1", "issues", "labeled", task())
+    await backend.close()
