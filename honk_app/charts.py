@@ -16,7 +16,7 @@ from honk_app.runs import Run
 GROUPS: dict[str, str] = {
     "success": "#2da44e",
     "failed": "#cf222e",
-    "no change": "#bf8700",
+    "other": "#bf8700",
     "stopped": "#8c959f",
     "in flight": "#0969da",
 }
@@ -42,7 +42,7 @@ def group_of(run: Run) -> str:
         return "stopped"
     if run.state == "failed":
         return "failed"
-    return "success" if run.outcome == "success" else "no change"
+    return "success" if run.outcome == "success" else "other"
 
 
 def per_day(runs: Iterable[Run], *, days: int, today: date) -> list[Day]:
