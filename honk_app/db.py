@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_INTERVAL_SECONDS = 1.0
 # The one column type the two dialects spell differently; every other column is written in
 # types both accept with the same meaning (TEXT, BIGINT, DOUBLE PRECISION).
 _ID_COLUMN = {
@@ -137,6 +139,8 @@ class SQLiteDatabase:
         self._sql: _SQLiteSql | None = None
         self._pending: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def start(self, schema: str | None = None) -> None:
         """Open the file; `schema`, if given, is a script run at once (the run store's own
@@ -149,16 +153,39 @@ class SQLiteDatabase:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if schema:
             conn.executescript(schema)
+        # Checkpoints copy the WAL back into the database file and fsync it; done by the
+        # committing connection they would stall a batch of deliveries now and then, so a
+        # background thread does them instead (PASSIVE: writers are never blocked).
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
         self._sql = _SQLiteSql(conn)
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
+                                              name="honk-db-checkpoint")
+        self._checkpointer.start()
 
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
             self._sql = None
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            while not self._closing.wait(CHECKPOINT_INTERVAL_SECONDS):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as error:
+            log.warning("database checkpoint failed", error=str(error))
+        finally:
+            conn.close()
 
     async def call(self, op: Operation[T]) -> T:
         if self._conn is None:
