@@ -142,7 +142,8 @@ def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sand
             raise RunFailed("no_sandbox", str(error)) from None
     return Sandbox(
         workspace.path,
-        read_only_paths=(workspace.git_dir,),
+        # Read-only git (status, diff, log) works inside; nothing under .git is writable.
+        read_only_paths=(workspace.common_dir, workspace.git_dir),
         network=network,
         limits=SandboxLimits(),
         env=AGENT_ENVIRONMENT,

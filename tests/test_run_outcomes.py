@@ -124,3 +124,21 @@ def test_an_anthropic_outage_ends_the_run_with_a_sentence(tmp_path: Path) -> Non
         assert body.startswith("😕") and "\n" not in body.split("\n\n")[0]
         assert SIM_ANTHROPIC_KEY not in body
         assert honk.github.pulls(REPO) == []
+
+
+def test_the_agent_can_read_git_but_not_write_it(tmp_path: Path) -> None:
+    script = [FIX[1],
+              {"tool": "bash", "input": {"command": "git status --short; git log --oneline -1"}},
+              {"tool": "bash", "input": {"command": "git commit -qam sneaky; echo rc=$?"}},
+              report("Fix add()")]
+    with sample_honk(tmp_path, script) as honk:
+        _, run = run_issue(honk)
+        assert run["outcome"] == "success"
+        assert honk.claude is not None
+        outputs = [str(request["messages"][-1]) for request in honk.claude.requests[2:4]]
+        assert "M calc.py" in outputs[0] and "Initial commit" in outputs[0]
+        assert "rc=0" not in outputs[1] and "Read-only file system" in outputs[1]
+        [pull] = honk.github.pulls(REPO)
+        branch = pull["head"]["ref"]
+        log = git_out(honk.github.git_dir(REPO), "log", "--format=%s", f"main..{branch}")
+        assert log.split("\n")[0] == "Fix add()"
