@@ -22,13 +22,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from honk_app import metrics, pages
-from honk_app.config import Settings, SettingsError
-from honk_app.db import Database
+from honk_app.backend import Backend, Workers, open_backend
+from honk_app.config import Settings
 from honk_app.github import GitHubApp
 from honk_app.onboarding import AppCredentials, Onboarding
-from honk_app.queue import WorkerPool
 from honk_app.redact import Redactor
-from honk_app.runs import SCHEMA, RunStore
+from honk_app.runs import RunStore
 from honk_app.runs_page import RunsPages
 from honk_app.signin import GitHubSignIn
 from honk_app.webhooks import WebhookReceiver
@@ -58,12 +57,13 @@ class Live:
     """The settings in force, and the receiver and worker built from them."""
 
     def __init__(
-        self, settings: Settings, store: RunStore, redactor: Redactor, *, with_worker: bool
+        self, settings: Settings, backend: Backend, redactor: Redactor, *, with_worker: bool
     ) -> None:
-        self.store = store
+        self.backend = backend
+        self.store = backend.store
         self.redactor = redactor
         self.with_worker = with_worker
-        self.pool: WorkerPool | None = None
+        self.pool: Workers | None = None
         self._stop = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._running = False
@@ -72,9 +72,13 @@ class Live:
     def configure(self, settings: Settings) -> None:
         self.settings = settings
         if self.with_worker and settings.has_app_credentials and self.pool is None:
-            services = build_services(settings, self.store, self.redactor)
-            self.pool = WorkerPool(
-                self.store, partial(execute, services=services), concurrency=settings.workers
+            # A worker's store may differ from the request path's (on PostgreSQL it waits
+            # out an outage where the request path answers 503).
+            self.pool = self.backend.workers(
+                lambda store: partial(
+                    execute, services=build_services(settings, store, self.redactor)
+                ),
+                concurrency=settings.workers,
             )
             if self._running:
                 self._worker = asyncio.create_task(self.pool.run(self._stop))
@@ -123,11 +127,9 @@ def create_app(
 ) -> Starlette:
     """The web app; the setup page writes the App's credentials to `dotenv_path` (`./.env`)."""
     redactor = redactor or Redactor(settings.secrets)
-    if settings.sqlite_path is None:
-        raise SettingsError("DATABASE_URL: PostgreSQL is not supported yet; use sqlite:///.")
-    db = Database(settings.sqlite_path)
-    store = RunStore(db)
-    live = Live(settings, store, redactor, with_worker=with_worker)
+    backend = open_backend(settings)
+    store = backend.store
+    live = Live(settings, backend, redactor, with_worker=with_worker)
     onboarding = Onboarding(
         lambda: live.settings, dotenv_path=dotenv_path or Path(".env"), on_registered=live.register
     )
@@ -136,7 +138,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db.start(SCHEMA)
+        await backend.start()
         live.start()
         if not settings.has_app_credentials:
             log.warning(
@@ -147,7 +149,7 @@ def create_app(
             yield
         finally:
             await live.stop()
-            await db.close()
+            await backend.close()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "configured": live.settings.has_app_credentials})

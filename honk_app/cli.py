@@ -1,4 +1,4 @@
-"""`honk serve | worker | runs | demo | sandbox`: the command line."""
+"""`honk serve | worker | migrate | runs | demo | sandbox`: the command line."""
 
 from __future__ import annotations
 
@@ -23,8 +23,15 @@ log = structlog.get_logger()
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="honk", description="Issue in, pull request out.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="the web app and an in-process worker (embedded SQLite)")
-    commands.add_parser("worker", help="a worker process alone, sharing the database")
+    commands.add_parser("serve", help="the web app and an in-process worker")
+    worker = commands.add_parser("worker", help="a worker process alone, sharing the database")
+    worker.add_argument(
+        "--lease-seconds",
+        type=float,
+        help="how long a run whose worker fell silent waits before another worker takes it "
+        "(default: 60 on SQLite, 30 on PostgreSQL)",
+    )
+    commands.add_parser("migrate", help="create or update the database's schema, then exit")
     runs = commands.add_parser("runs", help="the newest runs, as a table or JSON lines")
     runs.add_argument("--json", action="store_true", help="one JSON object per run")
     runs.add_argument("--limit", type=int, default=100, help="how many runs (newest first)")
@@ -63,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "runs":
         return asyncio.run(_runs(settings, json_lines=args.json, limit=args.limit))
     if args.command == "worker":
-        return asyncio.run(_worker(settings))
+        return asyncio.run(_worker(settings, redactor, lease_seconds=args.lease_seconds))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
     return asyncio.run(_sandbox(settings, args.workspace, args.argv, network=args.network))
 
 
@@ -110,36 +119,49 @@ async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
     return 0
 
 
-async def _worker(settings: Settings) -> int:
+async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: float | None) -> int:
     from honk_app.app import build_services
-    from honk_app.db import Database
-    from honk_app.queue import WorkerPool
-    from honk_app.runs import SCHEMA, RunStore
+    from honk_app.backend import open_backend
     from honk_app.worker import execute
 
-    if not settings.has_app_credentials or settings.sqlite_path is None:
-        print(
-            "honk worker: APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are needed, "
-            "and DATABASE_URL must be sqlite:/// for now",
-            file=sys.stderr,
-        )
+    if not settings.has_app_credentials:
+        print("honk worker: APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are needed", file=sys.stderr)
         return 2
-    db = Database(settings.sqlite_path)
-    db.start(SCHEMA)
-    store = RunStore(db)
-    services = build_services(settings, store, Redactor(settings.secrets))
-
-    pool = WorkerPool(
-        store, partial(execute, services=services), concurrency=settings.workers, poll_seconds=0.5
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    backend = open_backend(settings)
+    await backend.start()
+    workers = backend.workers(
+        lambda store: partial(execute, services=build_services(settings, store, redactor)),
+        concurrency=settings.workers,
+        lease_seconds=lease_seconds,
+        poll_seconds=0.5,
+    )
     try:
-        await pool.run(stop)
+        await workers.run(stop)
     finally:
-        await db.close()
+        await backend.close()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from honk_app.backend import open_backend
+    from honk_app.db import DatabaseUnavailable
+
+    backend = open_backend(settings)
+    try:
+        applied = await backend.start(wait=False)
+    except DatabaseUnavailable as error:
+        print(f"honk migrate: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await backend.close()
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        print("The schema is up to date.")
     return 0
 
 
