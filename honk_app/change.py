@@ -7,6 +7,7 @@ to the agent for a bounded number of rounds. A change whose checks stay red is n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from honk_app.config import (
     EffectiveLimits,
     RepoConfig,
     RepoConfigError,
+    Settings,
     effective_limits,
     parse_repo_config,
 )
@@ -134,21 +136,21 @@ def _repo_config(path: Path) -> RepoConfig:
 
 
 def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sandbox:
-    settings = services.settings
-    if not settings.unsafe_no_sandbox:
-        try:
-            check_available()
-        except SandboxUnavailable as error:
-            raise RunFailed("no_sandbox", str(error)) from None
-    return Sandbox(
-        workspace.path,
+    try:
         # Read-only git (status, diff, log) works inside; nothing under .git is writable.
-        read_only_paths=(workspace.common_dir, workspace.git_dir),
-        network=network,
-        limits=SandboxLimits(),
-        env=AGENT_ENVIRONMENT,
-        unsafe_no_sandbox=settings.unsafe_no_sandbox,
-    )
+        return agent_sandbox(services.settings, workspace.path,
+                             (workspace.common_dir, workspace.git_dir), network=network)
+    except SandboxUnavailable as error:
+        raise RunFailed("no_sandbox", str(error)) from None
+
+
+def agent_sandbox(settings: Settings, path: Path, read_only: Sequence[Path], *,
+                  network: bool) -> Sandbox:
+    """The sandbox every agent command, setup command and check runs in (and `honk sandbox`)."""
+    if not settings.unsafe_no_sandbox:
+        check_available()
+    return Sandbox(path, read_only_paths=read_only, network=network, limits=SandboxLimits(),
+                   env=AGENT_ENVIRONMENT, unsafe_no_sandbox=settings.unsafe_no_sandbox)
 
 
 async def _setup(config: RepoConfig, sandbox: Sandbox, status: StatusUpdater) -> None:

@@ -166,7 +166,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _sandbox(settings: Settings, workspace: Path, argv: list[str], *, network: bool) -> int:
-    from honk_app.agent.sandbox import Sandbox, SandboxUnavailable, check_available
+    from honk_app.agent.sandbox import SandboxUnavailable
+    from honk_app.change import agent_sandbox
 
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:
@@ -175,18 +176,26 @@ async def _sandbox(settings: Settings, workspace: Path, argv: list[str], *, netw
     if not workspace.is_dir():
         print(f"honk sandbox: {workspace} is not a directory", file=sys.stderr)
         return 2
-    if not settings.unsafe_no_sandbox:
-        try:
-            check_available()
-        except SandboxUnavailable as error:
-            print(f"honk sandbox: {error}", file=sys.stderr)
-            return 2
-    sandbox = Sandbox(
-        workspace.resolve(),
-        network=network and settings.allow_network,
-        unsafe_no_sandbox=settings.unsafe_no_sandbox,
-    )
+    workspace = workspace.resolve()
+    try:
+        sandbox = agent_sandbox(settings, workspace, _git_dirs(workspace),
+                                network=network and settings.allow_network)
+    except SandboxUnavailable as error:
+        print(f"honk sandbox: {error}", file=sys.stderr)
+        return 2
     return await sandbox.run_argv(command, inherit_stdio=True)
+
+
+def _git_dirs(workspace: Path) -> tuple[Path, ...]:
+    """A worktree's git directory and its repository's, bound read-only as in a run."""
+    dot_git = workspace / ".git"
+    if dot_git.is_symlink() or not dot_git.is_file():
+        return ()
+    git_dir = Path(dot_git.read_text().removeprefix("gitdir:").strip())
+    common = git_dir / "commondir"
+    if not git_dir.is_dir() or not common.is_file():
+        return (git_dir,) if git_dir.is_dir() else ()
+    return ((git_dir / common.read_text().strip()).resolve(), git_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""`honk sandbox --workspace DIR -- CMD`: one command exactly as the agent's bash tool runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HONK = shutil.which("honk") or str(Path(sys.executable).with_name("honk"))
+
+
+def honk_sandbox(workspace: Path, *command: str, env: dict[str, str] | None = None,
+                 ) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ["PATH"], "HOME": str(workspace.parent)}
+    return subprocess.run([HONK, "sandbox", "--workspace", str(workspace), "--", *command],
+                          capture_output=True, text=True, timeout=60, env={**base, **(env or {})})
+
+
+def test_exits_with_the_commands_status_and_writes_only_the_workspace(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    done = honk_sandbox(workspace, "sh", "-c",
+                        "echo made > made.txt; pwd; touch /etc/honk-test 2>&1; exit 7")
+    assert done.returncode == 7
+    assert "/workspace" in done.stdout
+    assert "Read-only file system" in done.stdout + done.stderr
+    assert (workspace / "made.txt").read_text() == "made\n"
+    assert not Path("/etc/honk-test").exists()
+
+
+def test_a_worktree_reads_its_git_history_but_cannot_write_it(tmp_path: Path) -> None:
+    main, side = tmp_path / "main", tmp_path / "side"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", str(main)], check=True)
+    subprocess.run([*git, "-C", str(main), "commit", "-q", "--allow-empty", "-m", "first"],
+                   check=True)
+    subprocess.run([*git, "-C", str(main), "worktree", "add", "-q", str(side)], check=True)
+    done = honk_sandbox(side, "sh", "-c", "git log --format=%s; git branch -q x && echo wrote")
+    assert done.stdout.splitlines()[0] == "first"
+    assert "wrote" not in done.stdout
+    assert subprocess.run(["git", "-C", str(main), "branch", "--list", "x"], capture_output=True,
+                          text=True, check=True).stdout == ""
+
+
+def test_without_bubblewrap_it_refuses_and_says_how_to_install_it(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    bare_path = tmp_path / "bin"  # everything Honk needs on PATH but bwrap
+    bare_path.mkdir()
+    for tool in ("prlimit", "sh", "bash"):
+        (bare_path / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    done = honk_sandbox(workspace, "true", env={"PATH": str(bare_path)})
+    assert done.returncode == 2
+    assert "bubblewrap" in done.stderr and "HONK_UNSAFE_NO_SANDBOX" in done.stderr
+    unsafe = honk_sandbox(workspace, "/usr/bin/touch", "ok",
+                          env={"PATH": str(bare_path), "HONK_UNSAFE_NO_SANDBOX": "1"})
+    assert unsafe.returncode == 0 and (workspace / "ok").exists()
