@@ -194,7 +194,6 @@ def _private_key(env: Mapping[str, str]) -> str | None:
 
 @dataclass(frozen=True)
 class RepoConfig:
-    label: str = DEFAULT_LABEL
     model: str | None = None
     setup: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()
@@ -208,7 +207,6 @@ class RepoConfig:
 
 REPO_CONFIG_PATH = ".github/honk.yml"
 _REPO_KEYS: dict[str, tuple[type, ...]] = {
-    "label": (str,),
     "model": (str,),
     "setup": (list, str),
     "checks": (list, str),
@@ -237,6 +235,11 @@ def parse_repo_config(text: str | None) -> RepoConfig:
         raise RepoConfigError(f"{REPO_CONFIG_PATH} must be a mapping of keys to values.")
     values: dict[str, Any] = {}
     for key, value in raw.items():
+        if key == "label":
+            # The request path decides without reading the repository, so the label is the
+            # server's (HONK_LABEL), not a repository's.
+            raise RepoConfigError(f"{REPO_CONFIG_PATH}: `label` cannot be set per repository; "
+                                  "the operator sets it for the server with HONK_LABEL.")
         if key not in _REPO_KEYS:
             known = ", ".join(_REPO_KEYS)
             raise RepoConfigError(f"{REPO_CONFIG_PATH}: unknown key `{key}` (known keys: {known}).")

@@ -65,7 +65,6 @@ def test_private_key_from_text_with_escaped_newlines_and_from_a_file(tmp_path: P
 
 def test_repo_config_full() -> None:
     config = parse_repo_config("""
-label: honk-please
 model: claude-opus-4-1
 setup: pip install -e .
 checks: [pytest -q, ruff check .]
@@ -84,6 +83,7 @@ network: true
 
 @pytest.mark.parametrize("text,key", [
     ("max_turn: 10", "max_turn"),
+    ("label: fixme", "label"),
     ("max_turns: ten", "max_turns"),
     ("max_turns: yes", "max_turns"),
     ("checks: 5", "checks"),
