@@ -102,11 +102,12 @@ def _serve(settings: Settings, redactor: Redactor) -> int:
 async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
     import json
 
+    from honk_app.db import DatabaseUnavailable
     from honk_app.runs_report import newest_runs, run_record, table
 
     try:
         runs = await newest_runs(settings, limit=limit)
-    except ValueError as error:
+    except DatabaseUnavailable as error:
         print(f"honk runs: {error}", file=sys.stderr)
         return 2
     if json_lines:

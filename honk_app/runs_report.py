@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from honk_app.backend import open_backend
 from honk_app.config import Settings
-from honk_app.db import Database
-from honk_app.runs import SCHEMA, Run, RunStore
+from honk_app.runs import Run
 from honk_app.runs_page import duration_text, run_seconds, when
 
 COLUMNS = ("run", "state", "outcome", "repository", "#", "kind", "asked by", "turns", "cost",
@@ -16,14 +16,13 @@ RIGHT_ALIGNED = {"run", "#", "turns", "cost", "duration", "pr"}
 
 
 async def newest_runs(settings: Settings, *, limit: int) -> list[Run]:
-    if settings.sqlite_path is None:
-        raise ValueError("honk runs reads the embedded SQLite database only for now")
-    db = Database(settings.sqlite_path)
-    db.start(SCHEMA)
+    """The newest runs on SQLite or PostgreSQL, whichever DATABASE_URL names."""
+    backend = open_backend(settings)
+    await backend.start(wait=False)
     try:
-        return await RunStore(db).of_repos(None, limit=limit)
+        return await backend.store.of_repos(None, limit=limit)
     finally:
-        await db.close()
+        await backend.close()
 
 
 def run_record(run: Run) -> dict[str, Any]:
