@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from honk_app import charts
+from honk_app.config import load_settings
 from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
 from honk_app.runs import Run
-from honk_app.signin import SESSION_COOKIE
+from honk_app.signin import SESSION_COOKIE, SessionCodec, session_secret
 from honk_app.sim.harness import OfflineHonk
 from tests.conftest import sample_honk
 
@@ -191,3 +192,17 @@ def test_charts_count_runs_per_day_by_outcome_and_cost() -> None:
     cost = charts.cost_chart(days)
     assert "2026-11-24: $0.75" in cost and "$1.00" in cost
     assert "no runs" in charts.runs_chart(charts.per_day([], days=3, today=today))
+
+
+def test_session_key_is_the_webhook_secret_or_a_private_generated_one(tmp_path: Path) -> None:
+    shared = load_settings({"HONK_DATA_DIR": str(tmp_path / "a"), "WEBHOOK_SECRET": "whsec-1"})
+    assert session_secret(shared) == b"whsec-1"
+    alone = load_settings({"HONK_DATA_DIR": str(tmp_path / "b")})
+    key = session_secret(alone)
+    assert len(key) == 32 and session_secret(alone) == key
+    assert (tmp_path / "b" / "session.key").stat().st_mode & 0o777 == 0o600
+    codec = SessionCodec(key)
+    value = codec.dump({"login": "carol"})
+    assert codec.load(value, max_age=60) == {"login": "carol"}
+    assert SessionCodec(b"another key").load(value, max_age=60) is None
+    assert codec.load(value[:-4] + "AAAA", max_age=60) is None
