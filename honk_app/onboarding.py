@@ -6,6 +6,12 @@ an organisation) to `POST /setup`. Honk answers with a form that carries the man
 sends the browser back to `GET /setup/callback` with a code; Honk checks the state,
 exchanges the code (`POST /app-manifests/{code}/conversions`), writes the App's credentials
 to `.env` (mode 0600) and hands them to the running server, which acts as the App at once.
+
+The state is random, good once and for 30 minutes, and kept in this process: a callback
+that this server's setup page did not start is refused. It is not also tied to a cookie:
+the browser may have opened the page at another address than the public URL GitHub sends
+it back to (http://localhost behind a tunnel), and whoever can open the setup page can
+register an App anyway, which is why the page closes once Honk is registered.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ from honk_app.github import describe
 log = structlog.get_logger()
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "app-manifest.yml"
-STATE_COOKIE = "honk_setup_state"
 STATE_SECONDS = 30 * 60
 MAX_PENDING_STATES = 100
 MAX_FORM_BYTES = 16 * 1024
@@ -247,11 +252,8 @@ class Onboarding:
         target = registration_url(github_web_url(settings.github_api_url), state, organization)
         manifest = build_manifest(public_url, webhook_url=webhook_url)
         page = pages.to_github(target, manifest, owner=organization)
-        response = HTMLResponse(page)
-        response.set_cookie(STATE_COOKIE, state, max_age=STATE_SECONDS, path="/setup",
-                            httponly=True, samesite="lax", secure=public_url.startswith("https:"))
         log.info("app registration started", public_url=public_url, organization=organization)
-        return response
+        return HTMLResponse(page)
 
     async def callback(self, request: Request) -> Response:
         settings = self._settings()
@@ -270,9 +272,7 @@ class Onboarding:
         log.info("app registered", app_id=credentials.app_id, slug=credentials.slug,
                  env_file=str(self.dotenv_path))
         await self._on_registered(credentials)
-        response = HTMLResponse(pages.registered(credentials, self.dotenv_path, settings))
-        response.delete_cookie(STATE_COOKIE, path="/setup")
-        return response
+        return HTMLResponse(pages.registered(credentials, self.dotenv_path, settings))
 
     def _new_state(self) -> str:
         now = time.monotonic()
@@ -284,21 +284,13 @@ class Onboarding:
         return state
 
     def _check_state(self, request: Request) -> None:
-        """The state must be one this server issued, to this browser, not long ago."""
-        state = request.query_params.get("state", "")
-        cookie = request.cookies.get(STATE_COOKIE, "")
-        expires = self._pending.get(state)
-        if (
-            not state
-            or expires is None
-            or expires < time.monotonic()
-            or not secrets.compare_digest(state, cookie)
-        ):
+        """The state must be one this server issued not long ago; it is good once."""
+        expires = self._pending.pop(request.query_params.get("state", ""), None)
+        if expires is None or expires < time.monotonic():
             raise SetupError(
-                "This registration was not started from this browser's setup page, or it "
+                "This registration was not started from this server's setup page, or it "
                 "expired; start again from the setup page."
             )
-        del self._pending[state]
 
     def _save(self, credentials: AppCredentials) -> None:
         try:

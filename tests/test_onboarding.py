@@ -164,20 +164,14 @@ def test_an_organisation_registers_and_the_server_acts_as_the_app(setup: Setup) 
     assert len(setup.sim.apps()) == 1
 
 
-def test_a_callback_that_this_browser_did_not_start_writes_nothing(setup: Setup) -> None:
-    started = setup.http.post(f"{setup.honk.url}/setup", data={"public_url": setup.honk.url})
-    action = _form(started.text)[0]
-    state = parse_qs(urlsplit(action).query)["state"][0]
+def test_a_callback_this_server_did_not_start_writes_nothing(setup: Setup) -> None:
+    setup.http.post(f"{setup.honk.url}/setup", data={"public_url": setup.honk.url})
     code = setup.sim.manifest_code(build_manifest(setup.honk.url))
     callback = f"{setup.honk.url}/setup/callback"
-    with httpx.Client(timeout=30) as stranger:  # no state cookie
-        refused = stranger.get(callback, params={"code": code, "state": state})
-    assert refused.status_code == 400
-    assert "not started from this browser" in refused.text
     forged = setup.http.get(callback, params={"code": code, "state": "made-up"})
     assert forged.status_code == 400
-    missing = setup.http.get(callback, params={"code": code})
-    assert missing.status_code == 400
+    assert "not started from this server" in forged.text
+    assert setup.http.get(callback, params={"code": code}).status_code == 400
     assert not setup.env_file.exists()
     assert setup.sim.apps() == []  # the code was never exchanged
 
@@ -190,6 +184,12 @@ def test_a_bad_code_is_explained_and_writes_nothing(setup: Setup) -> None:
     assert answer.status_code == 502
     assert "did not accept the registration code" in answer.text
     assert not setup.env_file.exists()
+    # a state is good once
+    code = setup.sim.manifest_code(build_manifest(setup.honk.url))
+    again = setup.http.get(f"{setup.honk.url}/setup/callback",
+                           params={"code": code, "state": state})
+    assert again.status_code == 400
+    assert setup.sim.apps() == []
 
 
 @pytest.mark.parametrize("form, sentence", [
