@@ -170,6 +170,12 @@ class GitHubSignIn:
         settings = self._settings()
         if not oauth_configured(settings):
             return HTMLResponse(pages.pages_off(), status_code=404)
+        public = settings.public_url
+        here = str(request.base_url).rstrip("/")
+        if public and here != public and not request.query_params.get("moved"):
+            # GitHub returns to the public URL: sign in there, where the cookies will live.
+            query = urlencode({"next": _local(request.query_params), "moved": "1"})
+            return RedirectResponse(f"{public}/auth/signin?{query}", status_code=302)
         state = secrets.token_urlsafe(24)
         query = {
             "client_id": settings.client_id,

@@ -206,3 +206,32 @@ def test_session_key_is_the_webhook_secret_or_a_private_generated_one(tmp_path: 
     assert codec.load(value, max_age=60) == {"login": "carol"}
     assert SessionCodec(b"another key").load(value, max_age=60) is None
     assert codec.load(value[:-4] + "AAAA", max_age=60) is None
+
+
+def test_sign_in_happens_at_the_public_url_on_github_enterprise(tmp_path: Path) -> None:
+    from honk_app.app import create_app
+    from honk_app.sim.loopback import LoopbackServer
+
+    settings = load_settings({
+        "HONK_DATA_DIR": str(tmp_path), "WEBHOOK_SECRET": "whsec-0123456789",
+        "GITHUB_CLIENT_ID": "Iv1.abc", "GITHUB_CLIENT_SECRET": "secret-0123456789",
+        "PUBLIC_URL": "https://honk.example.com",
+        "GITHUB_API_URL": "https://ghe.example.com/api/v3", "LOG_LEVEL": "warning",
+    })
+    with LoopbackServer(create_app(settings, with_worker=False)) as honk, httpx.Client(
+        base_url=honk.url, timeout=30
+    ) as browser:
+        hop = browser.get("/auth/signin", params={"next": "/runs/5"})
+        assert hop.headers["location"] == (
+            "https://honk.example.com/auth/signin?next=%2Fruns%2F5&moved=1"
+        )
+        there = browser.get("/auth/signin", params={"next": "/runs/5", "moved": "1"})
+        authorize = httpx.URL(there.headers["location"])
+        assert str(authorize).startswith("https://ghe.example.com/login/oauth/authorize?")
+        assert authorize.params["client_id"] == "Iv1.abc"
+        assert authorize.params["redirect_uri"] == "https://honk.example.com/auth/callback"
+        cookie = there.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "path=/auth" in cookie
+        for elsewhere in ("https://evil.example", "//evil.example"):  # back to this site only
+            hop = browser.get("/auth/signin", params={"next": elsewhere})
+            assert "evil" not in hop.headers["location"]
