@@ -265,7 +265,7 @@ class JobWorkers:
             current.uncancel()  # the shutdown's cancellation ends here, as a retry
         if await self.store.hand_back(run_id, self.worker_id):
             log.info("run handed back", run_id=run_id, worker_id=self.worker_id)
-        raise HandBack(time.time())
+        raise HandBack(time.time()) from None
 
     async def _beat(self, run_id: int, execution: asyncio.Task[None]) -> None:
         while True:
