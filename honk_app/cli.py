@@ -23,7 +23,12 @@ log = structlog.get_logger()
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="honk", description="Issue in, pull request out.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="the web app and an in-process worker")
+    serve = commands.add_parser("serve", help="the web app and an in-process worker")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="the web app alone: runs are left to `honk worker` processes",
+    )
     worker = commands.add_parser("worker", help="a worker process alone, sharing the database")
     worker.add_argument(
         "--lease-seconds",
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor(settings.secrets)
     configure_logging(level=settings.log_level, fmt=settings.log_format, redactor=redactor)
     if args.command == "serve":
-        return _serve(settings, redactor)
+        return _serve(settings, redactor, with_worker=not args.no_worker)
     if args.command == "runs":
         return asyncio.run(_runs(settings, json_lines=args.json, limit=args.limit))
     if args.command == "worker":
@@ -83,13 +88,18 @@ def _environment() -> dict[str, str]:
     return {**read_dotenv(Path(".env")), **os.environ}
 
 
-def _serve(settings: Settings, redactor: Redactor) -> int:
+def _serve(settings: Settings, redactor: Redactor, *, with_worker: bool) -> int:
     import uvicorn
 
     from honk_app.app import create_app
 
     uvicorn.run(
-        create_app(settings, redactor=redactor, dotenv_path=Path(".env").resolve()),
+        create_app(
+            settings,
+            redactor=redactor,
+            with_worker=with_worker,
+            dotenv_path=Path(".env").resolve(),
+        ),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
