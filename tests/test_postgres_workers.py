@@ -22,13 +22,11 @@ from typing import Any
 
 import httpx
 
-from honk_app.app import create_app
-from honk_app.config import load_settings
 from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
 from honk_app.sim.claude import ScriptedClaude, load_script
 from honk_app.sim.github import GitHubSim
 from honk_app.sim.harness import SIM_ANTHROPIC_KEY
-from honk_app.sim.loopback import LoopbackServer, free_port
+from honk_app.sim.loopback import free_port
 from honk_app.status import MARKER
 from honk_app.webhooks import sign
 from tests.conftest import edit, git_out, report
@@ -97,19 +95,16 @@ class Fleet:
         assert proc.poll() is None, self.log(name).read_text()[-3000:]
         return proc
 
-    def serve(self, name: str, port: int) -> subprocess.Popen[bytes]:
-        proc = self.spawn(name, "serve", PORT=str(port))
+    def serve(self, name: str, port: int, *options: str) -> subprocess.Popen[bytes]:
+        proc = self.spawn(name, "serve", *options, PORT=str(port))
         wait_for(lambda: _healthy(port) or proc.poll() is not None, timeout=30,
                  what=f"honk serve {name}")
         assert proc.poll() is None, self.log(name).read_text()[-3000:]
         return proc
 
-    @contextlib.contextmanager
-    def web_only(self) -> Iterator[LoopbackServer]:
-        """The web app in this process with no worker of its own: runs go to `honk worker`s."""
-        settings = load_settings(self.env("web"))
-        with LoopbackServer(create_app(settings, with_worker=False), port=self.port) as server:
-            yield server
+    def web_only(self) -> subprocess.Popen[bytes]:
+        """`honk serve --no-worker`: every run goes to a `honk worker`."""
+        return self.serve("web", self.port, "--no-worker")
 
     def registered_workers(self) -> int:
         return len(rows(self.url, "SELECT id FROM procrastinate_workers"))
@@ -188,7 +183,8 @@ HANGS_THEN_FIX = [FIX[0], {"sleep": 600}, *FIX]
 def test_a_worker_killed_mid_run_is_replaced_and_the_run_ends_with_one_pr(
     tmp_path: Path,
 ) -> None:
-    with fleet(tmp_path, HANGS_THEN_FIX) as honk, honk.web_only():
+    with fleet(tmp_path, HANGS_THEN_FIX) as honk:
+        honk.web_only()
         first = honk.worker("first")
         honk.install()
         number = honk.label_new_issue()
@@ -212,7 +208,8 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_ends_with_one_pr(
 
 
 def test_sigterm_hands_the_run_back_and_the_worker_exits(tmp_path: Path) -> None:
-    with fleet(tmp_path, HANGS_THEN_FIX) as honk, honk.web_only():
+    with fleet(tmp_path, HANGS_THEN_FIX) as honk:
+        honk.web_only()
         leaving = honk.worker("leaving")
         honk.install()
         number = honk.label_new_issue()
@@ -240,7 +237,8 @@ def test_two_comments_on_one_pr_run_one_after_the_other_on_two_workers(tmp_path:
     script = [*FIX,
               edit("def add(a, b):", "def add(a: int, b: int) -> int:"), report("Hint add()"),
               edit("def mul(a, b):", "def mul(a: int, b: int) -> int:"), report("Hint mul()")]
-    with fleet(tmp_path, script) as honk, honk.web_only():
+    with fleet(tmp_path, script) as honk:
+        honk.web_only()
         honk.worker("one")
         honk.worker("two")
         honk.install()
