@@ -30,7 +30,7 @@ from honk_app.sim.loopback import free_port
 from honk_app.status import MARKER
 from honk_app.webhooks import sign
 from tests.conftest import edit, git_out, report
-from tests.postgres import ensure_running, fresh_schema, pg_ctl, rows
+from tests.postgres import fresh_schema, rows, server_down
 
 HONK = shutil.which("honk") or str(Path(sys.executable).with_name("honk"))
 LEASE_SECONDS = 4
@@ -159,8 +159,10 @@ def _healthy(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def fleet(root: Path, script: list[dict[str, Any]]) -> Iterator[Fleet]:
-    with fresh_schema() as url, GitHubSim(root / "github") as sim:
+def fleet(
+    root: Path, script: list[dict[str, Any]], *, stops_the_server: bool = False
+) -> Iterator[Fleet]:
+    with fresh_schema(stops_the_server=stops_the_server) as url, GitHubSim(root / "github") as sim:
         claude = ScriptedClaude(script)
         honk = Fleet(root, url, sim, claude)
         try:
@@ -307,22 +309,17 @@ def test_postgres_down_for_30s_answers_503_loses_nothing_and_doubles_nothing(
 ) -> None:
     # Run 1's second request to Claude returns while the database is down.
     script = [FIX[0], {"sleep": 8}, *FIX[1:], *FIX]
-    with fleet(tmp_path, script) as honk:
+    with fleet(tmp_path, script, stops_the_server=True) as honk:
         web = honk.serve("web", honk.port)
         worker = honk.worker("worker")
         honk.install()
         first = honk.label_new_issue()
         wait_for(lambda: len(honk.claude.requests) >= 2, what="run 1's slow request")
-        try:
-            pg_ctl("stop")
-            stopped = time.monotonic()
+        with server_down(OUTAGE_SECONDS):
             second = honk.sim.open_issue(REPO, title="Also this", body=ISSUE_BODY,
                                          author=MAINTAINER)
             refused = honk.sim.label_issue(REPO, second, "honk", sender=MAINTAINER)
             assert refused is not None and refused.status == 503, refused
-            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped)))
-        finally:
-            ensure_running()
 
         honk.wait_for_rocket(first)
         assert honk.sim.redeliver(refused.id).status == 202  # as GitHub's Redeliver button
