@@ -244,8 +244,7 @@ class JobWorkers:
             current = asyncio.current_task()
             if current is not None and not current.cancelling():
                 # Not cancelled from outside: the lease was lost to another worker.
-                log.warning("run taken over by another worker", run_id=run.id)
-                return
+                await self._leave_to_new_owner(run.id, context.job)
             raise
         except Exception:
             log.exception("run raised", run_id=run.id)
@@ -265,6 +264,25 @@ class JobWorkers:
             current.uncancel()  # the shutdown's cancellation ends here, as a retry
         if await self.store.hand_back(run_id, self.worker_id):
             log.info("run handed back", run_id=run_id, worker_id=self.worker_id)
+        raise HandBack(time.time()) from None
+
+    async def _leave_to_new_owner(self, run_id: int, job: procrastinate.jobs.Job) -> None:
+        """This worker fell silent for a lease (frozen, not dead) and the run went to another.
+
+        Its job is another worker's now, or waits for one: finishing it here would end the
+        run's job under its new owner. So wait until no one runs it, then end with a retry
+        that changes nothing (procrastinate retries only a job that is running, and says so).
+        """
+        log.warning("run taken over by another worker", run_id=run_id, job_id=job.id)
+        assert job.id is not None
+        while True:
+            try:
+                status = await self.app.job_manager.get_job_status_async(job.id)
+            except procrastinate_errors.NoResult:
+                break  # finished and deleted
+            if status != procrastinate.jobs.Status.DOING:
+                break
+            await asyncio.sleep(self.heartbeat_seconds)
         raise HandBack(time.time()) from None
 
     async def _beat(self, run_id: int, execution: asyncio.Task[None]) -> None:

@@ -209,6 +209,30 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_ends_with_one_pr(
         assert "run recovered from a dead worker" in honk.log("second").read_text()
 
 
+def test_a_frozen_worker_loses_its_run_and_leaves_it_to_the_new_owner(tmp_path: Path) -> None:
+    with fleet(tmp_path, HANGS_THEN_FIX) as honk:
+        honk.web_only()
+        frozen = honk.worker("frozen")
+        honk.install()
+        number = honk.label_new_issue()
+        wait_for(lambda: len(honk.claude.requests) >= 2, what="the hanging request")
+        other = honk.worker("other")
+
+        frozen.send_signal(signal.SIGSTOP)  # alive, but silent for longer than a lease
+        try:
+            honk.wait_for_rocket(number)
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        wait_for(lambda: "run taken over by another worker" in honk.log("frozen").read_text(),
+                 timeout=30, what="the thawed worker noticing")
+        [run] = [r for r in honk.runs() if r["kind"] == "task"]
+        assert (run["state"], run["attempts"], pid_of(run["worker_id"])) == ("done", 2, other.pid)
+        assert rows(honk.url, "SELECT id FROM procrastinate_jobs") == [], "finished, not redone"
+        assert len(honk.sim.pulls(REPO)) == 1
+        assert len(honk.statuses(number)) == 1
+        assert frozen.poll() is None
+
+
 def test_sigterm_hands_the_run_back_and_the_worker_exits(tmp_path: Path) -> None:
     with fleet(tmp_path, HANGS_THEN_FIX) as honk:
         honk.web_only()
@@ -233,6 +257,23 @@ def test_sigterm_hands_the_run_back_and_the_worker_exits(tmp_path: Path) -> None
         [run] = [r for r in honk.runs() if r["kind"] == "task"]
         assert (run["state"], run["attempts"]) == ("done", 2)
         assert pid_of(run["worker_id"]) == staying.pid
+
+
+def test_honk_stop_reaches_the_worker_running_the_run(tmp_path: Path) -> None:
+    with fleet(tmp_path, HANGS_THEN_FIX) as honk:
+        honk.web_only()
+        honk.worker("worker")
+        honk.install()
+        number = honk.label_new_issue()
+        wait_for(lambda: len(honk.claude.requests) >= 2, what="the hanging request")
+        stop = honk.sim.comment(REPO, number, "/honk stop", author=MAINTAINER)
+        assert stop is not None and stop.status == 202
+
+        [run] = [r for r in honk.wait_until_idle(2, timeout=30) if r["kind"] == "task"]
+        assert (run["state"], run["outcome"]) == ("cancelled", "stopped")
+        [status] = honk.statuses(number)
+        assert status["body"].startswith("✋") and "nothing was pushed" in status["body"]
+        assert rows(honk.url, "SELECT id FROM procrastinate_jobs") == []
 
 
 def test_two_comments_on_one_pr_run_one_after_the_other_on_two_workers(tmp_path: Path) -> None:
