@@ -12,13 +12,15 @@ dropped, and both must run, in order (the `lock` gives the order). Duplicate del
 refused earlier, by the deliveries table's primary key, in the same transaction.
 
 Dead workers. Each procrastinate worker renews a heartbeat; each run renews its own lease
-(`runs.heartbeat_at`), which also carries `/honk stop`. Every worker process sweeps: a job
-whose worker's heartbeat is older than the lease (procrastinate's `get_stalled_jobs`) *and*
-whose run's lease ran out is retried (procrastinate's `retry_job`), and another worker
-resumes the run. Both must have lapsed because procrastinate's heartbeat stops for good
-when a worker's side task meets a database error, while the run's lease resumes as soon as
-the database answers. A sweeper that just lost the database waits a whole lease before it
+(`runs.heartbeat_at`), which also carries `/honk stop`. Every worker process sweeps (in a
+task of its own, not as a periodic job that would wait for a free slot): a job whose
+worker's heartbeat is older than the lease (procrastinate's `get_stalled_jobs`) *and* whose
+run's lease ran out is retried (procrastinate's `retry_job`), and another worker resumes
+the run. The run's lease is the one renewed by the code executing the run, and it resumes
+as soon as the database answers, where procrastinate's heartbeat lapses for every worker at
+once during an outage. A sweeper that just lost the database waits a whole lease before it
 recovers anything, so that the workers that lost it too have renewed their leases by then.
+A worker that was only frozen past its lease finds its run taken and leaves it alone.
 
 Shutdown. SIGTERM (or the app's lifespan ending) cancels procrastinate's worker: it stops
 fetching, gives running jobs `SHUTDOWN_GRACE_SECONDS` to end, then aborts them; a run
@@ -42,7 +44,6 @@ from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.schema import SchemaManager
 
-from honk_app import metrics
 from honk_app.db import Sql, applied_migrations, lock_schema, record_migration
 from honk_app.pg import PostgresDatabase, PostgresSql, is_unreachable
 from honk_app.queue import Execute
@@ -336,4 +337,3 @@ class JobWorkers:
             log.info("run recovered from a dead worker", run_id=run_id, job_id=job.id)
         if recovered:
             log.info("runs recovered from dead workers", count=recovered)
-        metrics.QUEUE_DEPTH.set(await self.store.queue_depth())
