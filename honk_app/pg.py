@@ -90,6 +90,8 @@ class PostgresDatabase:
     async def call(self, op: Operation[T]) -> T:
         first_failure: float | None = None
         while True:
+            if self.pool.closed:
+                raise DatabaseUnavailable("the database is not open")
             try:
                 async with self.pool.connection() as conn, conn.transaction():
                     return await op(PostgresSql(conn))
