@@ -106,3 +106,32 @@ def report(title: str, summary: str | None = None) -> dict[str, Any]:
     """A scripted Claude turn: the report that ends the task."""
     return {"tool": "report", "input": {"title": title, "summary": summary or f"{title}.",
                                         "commit_message": f"{title}\n\nAs asked."}}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def git_env(home: Path) -> dict[str, str]:
+    """A plain git's environment for tests acting as someone other than Honk."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_AUTHOR_NAME": "Someone Else",
+        "GIT_AUTHOR_EMAIL": "else@example.com",
+        "GIT_COMMITTER_NAME": "Someone Else",
+        "GIT_COMMITTER_EMAIL": "else@example.com",
+    }
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run plain git in `cwd`; its stripped output."""
+    import subprocess
+
+    result = subprocess.run(["git", *args], cwd=cwd, env=env or git_env(cwd),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

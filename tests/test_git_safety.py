@@ -13,6 +13,7 @@ import pytest
 
 from honk_app.git import GitError, GitRemote
 from honk_app.workspace import Workspace, WorkspaceManager
+from tests.conftest import git, git_env
 
 pytestmark = pytest.mark.anyio
 
@@ -24,30 +25,7 @@ HOOKS = (
 )  # fmt: skip
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
-
-def git_env(home: Path) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_AUTHOR_NAME": "Someone",
-        "GIT_AUTHOR_EMAIL": "someone@example.com",
-        "GIT_COMMITTER_NAME": "Someone",
-        "GIT_COMMITTER_EMAIL": "someone@example.com",
-    }
-
-
-def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, env=env or git_env(cwd), capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 class Traps:

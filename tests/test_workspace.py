@@ -15,40 +15,14 @@ import pytest
 
 from honk_app.git import GitError, GitRemote, PushRejected
 from honk_app.workspace import BranchInUse, Workspace, WorkspaceManager, link_escapes
+from tests.conftest import git, git_env
 
 pytestmark = pytest.mark.anyio
 
 BOT = {"author_name": "honk[bot]", "author_email": "honk[bot]@users.noreply.github.com"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
-
-def git_env(home: Path) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_AUTHOR_NAME": "Someone Else",
-        "GIT_AUTHOR_EMAIL": "else@example.com",
-        "GIT_COMMITTER_NAME": "Someone Else",
-        "GIT_COMMITTER_EMAIL": "else@example.com",
-    }
-
-
-def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env=env or git_env(cwd),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.strip()
 
 
 def ws_git(workspace: Workspace, *args: str) -> str:
