@@ -21,12 +21,7 @@ from tests.postgres import fresh_schema, rows
 
 REPO = "octo/calculator"
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+pytestmark = pytest.mark.anyio  # on asyncio: conftest's anyio_backend
 
 
 def task(number: int = 7, kind: str = "task") -> Trigger:
