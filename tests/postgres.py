@@ -24,14 +24,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
+
+psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+from psycopg.rows import dict_row  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_CTL = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main"]
 LOCK_PATH = Path(tempfile.gettempdir()) / "honk-postgres-tests.lock"
 START_SECONDS = 60
+_skip_reason: list[str] = []  # set once this process found no server it could use
 
 
 def reachable() -> bool:
@@ -46,8 +48,11 @@ def reachable() -> bool:
 def fresh_schema(*, stops_the_server: bool = False) -> Iterator[str]:
     """A DATABASE_URL for a new, empty schema, dropped on the way out."""
     with _server_lock(exclusive=stops_the_server):
+        if _skip_reason:
+            pytest.skip(_skip_reason[0])
         if not reachable() and not _started():
-            pytest.skip(f"PostgreSQL is not reachable at {ADMIN_URL}")
+            _skip_reason.append(f"no PostgreSQL taking connections at {ADMIN_URL}")
+            pytest.skip(_skip_reason[0])
         name = f"honk_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{name}"')
@@ -88,9 +93,12 @@ def ensure_running() -> None:
 
 
 def _started() -> bool:
+    """Start the cluster (a killed test run may have left it stopped); False if none is here."""
     if shutil.which(PG_CTL[0]) is None:
         return False
-    subprocess.run([*PG_CTL, "start"], capture_output=True, timeout=START_SECONDS)
+    started = subprocess.run([*PG_CTL, "start"], capture_output=True, timeout=START_SECONDS)
+    if started.returncode != 0:
+        return reachable()  # no such cluster, or it was running (and refuses us)
     deadline = time.monotonic() + START_SECONDS
     while not reachable():
         if time.monotonic() > deadline:
