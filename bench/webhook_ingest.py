@@ -85,12 +85,6 @@ def payload() -> bytes:
     return json.dumps(body).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -139,6 +133,7 @@ def main() -> int:
         print("bench needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
     sys.path.insert(0, str(HERE.parent))
+    from honk_app.sim.loopback import free_port
     from honk_app.webhooks import sign
 
     body = payload()

@@ -26,16 +26,16 @@ import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import structlog
 
 from honk_app.git import GitRemote
+from honk_app.sim.git_server import GitHttpServer
+from honk_app.sim.loopback import free_port
 from honk_app.workspace import WorkspaceManager
 
 TARGET_RATIO = 0.1
@@ -104,12 +104,6 @@ def land_a_commit(bare: Path, files: int, file_size: int, number: int) -> None:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def daemon_server(root: Path) -> Iterator[str]:
     port = free_port()
@@ -139,67 +133,9 @@ def daemon_server(root: Path) -> Iterator[str]:
 
 @contextmanager
 def http_server(root: Path) -> Iterator[str]:
-    """`git http-backend` as CGI behind Basic auth with TOKEN, like GitHub's smart HTTP."""
-    expected = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.serve()
-
-        def do_POST(self) -> None:
-            self.serve()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def serve(self) -> None:
-            if self.headers.get("Authorization") != expected:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            path, _, query = self.path.partition("?")
-            env = git_env() | {
-                "GIT_PROJECT_ROOT": str(root),
-                "GIT_HTTP_EXPORT_ALL": "1",
-                "REQUEST_METHOD": self.command,
-                "PATH_INFO": path,
-                "QUERY_STRING": query,
-                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                "CONTENT_LENGTH": str(len(body)),
-                "REMOTE_USER": "x-access-token",
-                "REMOTE_ADDR": "127.0.0.1",
-                "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-                "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-            }
-            backend = subprocess.run(
-                ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
-            )
-            head, _, payload = backend.stdout.partition(b"\r\n\r\n")
-            status, headers = 200, []
-            for line in head.decode().splitlines():
-                name, _, value = line.partition(":")
-                if name.lower() == "status":
-                    status = int(value.split()[0])
-                elif name:
-                    headers.append((name, value.strip()))
-            self.send_response(status)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """`git http-backend` behind Basic auth with TOKEN, like GitHub's smart HTTP."""
+    with GitHttpServer(root, TOKEN) as server:
+        yield server.url
 
 
 def time_shallow_clone(url: str, scratch: Path, number: int) -> float:

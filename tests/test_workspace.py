@@ -6,14 +6,13 @@ import base64
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from honk_app.git import GitError, GitRemote, PushRejected
+from honk_app.sim.git_server import GitHttpServer
 from honk_app.workspace import BranchInUse, Workspace, WorkspaceManager, link_escapes
 from tests.conftest import git, git_env
 
@@ -517,98 +516,10 @@ def test_the_token_stays_out_of_repr_and_urls() -> None:
 # --- smart HTTP ---------------------------------------------------------------------------
 
 
-class GitHttpServer:
-    """`git http-backend` behind a basic-auth check, on a random port of 127.0.0.1."""
-
-    def __init__(self, project_root: Path, token: str) -> None:
-        self.project_root = project_root
-        credentials = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        self.expected_auth = f"Basic {credentials}"
-        self.refused = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.handle(self)
-
-            def do_POST(self) -> None:
-                server.handle(self)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def handle(self, request: BaseHTTPRequestHandler) -> None:
-        if request.headers.get("Authorization") != self.expected_auth:
-            self.refused += 1
-            request.send_response(401)
-            request.send_header("WWW-Authenticate", 'Basic realm="git"')
-            request.send_header("Content-Length", "0")
-            request.end_headers()
-            return
-        body = _read_body(request)
-        path, _, query = request.path.partition("?")
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_PROJECT_ROOT": str(self.project_root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": request.command,
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "REMOTE_USER": "x-access-token",
-            "REMOTE_ADDR": "127.0.0.1",
-            "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
-            "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
-        }
-        backend = subprocess.run(
-            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
-        )
-        separator = b"\r\n\r\n" if b"\r\n\r\n" in backend.stdout else b"\n\n"
-        head, _, payload = backend.stdout.partition(separator)
-        status = 200
-        headers = []
-        for line in head.decode().splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            elif name:
-                headers.append((name, value.strip()))
-        request.send_response(status)
-        for name, value in headers:
-            request.send_header(name, value)
-        request.send_header("Content-Length", str(len(payload)))
-        request.end_headers()
-        request.wfile.write(payload)
-
-
-def _read_body(request: BaseHTTPRequestHandler) -> bytes:
-    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        chunks = []
-        while size := int(request.rfile.readline().split(b";")[0], 16):
-            chunks.append(request.rfile.read(size))
-            request.rfile.readline()
-        request.rfile.readline()
-        return b"".join(chunks)
-    return request.rfile.read(int(request.headers.get("Content-Length", "0")))
-
-
 @pytest.fixture
 def http_server(upstream: Upstream) -> Iterator[GitHttpServer]:
-    server = GitHttpServer(upstream.root, token="ghs_T0kenThatMustNotLeak42")
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    with GitHttpServer(upstream.root, token="ghs_T0kenThatMustNotLeak42") as server:
+        yield server
 
 
 async def test_the_token_reaches_the_server_and_leaves_no_trace(
