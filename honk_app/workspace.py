@@ -17,7 +17,6 @@ Layout under data_dir:
 import asyncio
 import fcntl
 import os
-import posixpath
 import re
 import shutil
 import time
@@ -26,11 +25,12 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import structlog
 
 from honk_app.git import Git, GitError, GitRemote, PushRejected
+from honk_app.links import link_escapes
 
 __all__ = [
     "BranchInUse",
@@ -48,6 +48,8 @@ B = TypeVar("B")
 ORIGIN = "refs/remotes/origin/"
 NO_AUTO_GC = (("gc.auto", "0"), ("maintenance.auto", "false"))
 WORKFLOWS_DIR = ".github/workflows/"
+LINK_MODE = "120000"
+GITLINK_MODE = "160000"  # a nested repository (submodule entry)
 PUSH_ATTEMPTS = 3
 _WORKFLOW_REFUSAL = re.compile(r"refusing to allow an? .{1,40} to create or update workflow")
 _NON_FAST_FORWARD = re.compile(r"\((non-fast-forward|fetch first)\)")
@@ -365,27 +367,34 @@ class Workspace:
 
     async def _stage(self, git: Git, *, report: bool = False) -> tuple[str, ...]:
         """Stage the whole working tree in git's index, then unstage what must not be
-        committed. Returns the unstaged paths (and logs them if `report`)."""
+        committed: nested repositories, and symlinks the change makes lead out of the
+        workspace (or into .git). Returns the unstaged paths (and logs them if `report`)."""
         await git.run("add", "--all", "--", ".")
         raw = await git.run(
-            "diff", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD"
+            "diff", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD", "--"
         )
         changes = _parse_raw_diff(raw.stdout)
-        links = [c for c in changes if c.new_mode == "120000"]
-        targets = await _blobs(git, [c.new_sha for c in links])
-        excluded = [c.path for c in links if link_escapes(c.path, targets[c.new_sha])]
-        excluded += [c.path for c in changes if c.new_mode == "160000"]
-        if excluded:
-            await git.run(
-                "reset", "--quiet", "HEAD", "--pathspec-from-file=-", "--pathspec-file-nul",
-                input=b"\0".join(os.fsencode(p) for p in excluded),
-            )  # fmt: skip
+        nested = [c.path for c in changes if c.new_mode == GITLINK_MODE]
+        await _reset_paths(git, nested)
+        reverted: list[str] = []
+        removed: list[str] = []
+        # Where a link leads depends on the other links only (links.py), so a change that
+        # adds, changes or removes none cannot make one lead out.
+        if any(LINK_MODE in (c.old_mode, c.new_mode) for c in changes):
+            staged, head = await _tree_links(git, "index"), await _tree_links(git, "HEAD")
+            reverted, removed = _links_to_leave_out(staged, head)
+            await _reset_paths(git, reverted)
+            if removed:
+                await git.run("update-index", "--force-remove", "-z", "--stdin",
+                              input=b"".join(os.fsencode(p) + b"\0" for p in removed))
+        excluded = sorted([*nested, *reverted, *removed])
         if excluded and report:
             log.warning(
                 "workspace.paths_not_committed",
                 repo=self.repo,
                 paths=excluded,
-                reason="symlink leading outside the workspace, or a nested repository",
+                reason="symlink leading outside the workspace or into .git, or a nested "
+                "repository",
             )
         return tuple(excluded)
 
@@ -629,6 +638,7 @@ def _branch_held_elsewhere(mirror: Mirror, slot: Slot, branch: str) -> bool:
 
 @dataclass(frozen=True)
 class _Change:
+    old_mode: str
     new_mode: str
     new_sha: str
     status: str
@@ -642,8 +652,8 @@ def _parse_raw_diff(output: bytes) -> list[_Change]:
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
         if not meta.startswith(b":"):
             continue
-        _, new_mode, _, new_sha, status = meta[1:].decode().split(" ")
-        changes.append(_Change(new_mode, new_sha, status, os.fsdecode(path)))
+        old_mode, new_mode, _, new_sha, status = meta[1:].decode().split(" ")
+        changes.append(_Change(old_mode, new_mode, new_sha, status, os.fsdecode(path)))
     return changes
 
 
@@ -662,14 +672,64 @@ async def _blobs(git: Git, shas: Sequence[str]) -> dict[str, bytes]:
     return blobs
 
 
-def link_escapes(link_path: str, target: bytes) -> bool:
-    """Whether a symlink at link_path (relative to the workspace) leads outside it, or
-    into its .git."""
-    if target.startswith(b"/"):
-        return True
-    joined = posixpath.join(posixpath.dirname(link_path), os.fsdecode(target))
-    first = posixpath.normpath(joined).split("/", 1)[0]
-    return first in ("..", ".git")
+async def _reset_paths(git: Git, paths: Sequence[str]) -> None:
+    """Put these paths in the index back as HEAD has them."""
+    if paths:
+        await git.run(
+            "reset", "--quiet", "HEAD", "--pathspec-from-file=-", "--pathspec-file-nul",
+            input=b"\0".join(os.fsencode(p) for p in paths),
+        )  # fmt: skip
+
+
+async def _tree_links(git: Git, source: Literal["index", "HEAD"]) -> dict[str, str]:
+    """Every symlink of the index (or of HEAD's tree), with its target."""
+    if source == "index":
+        listing = (await git.run("ls-files", "--stage", "-z")).stdout
+    else:
+        listing = (await git.run("ls-tree", "-r", "-z", "HEAD", "--")).stdout
+    shas: dict[str, str] = {}
+    for entry in listing.split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        fields = meta.split(b" ")
+        if fields[0] == LINK_MODE.encode():
+            # ls-files: mode sha stage; ls-tree: mode type sha
+            shas[os.fsdecode(path)] = fields[1 if source == "index" else 2].decode()
+    blobs = await _blobs(git, sorted(set(shas.values())))
+    return {path: os.fsdecode(blobs[sha]) for path, sha in shas.items()}
+
+
+def _links_to_leave_out(
+    staged: dict[str, str], head: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """Which symlinks of the staged tree to put back as HEAD has them (the ones the change
+    added or altered), and which to remove (HEAD's own, made to lead out by other links
+    the change altered), so that no link leads out of the tree unless it already did in
+    HEAD, unchanged. Works on copies; git is updated by the caller."""
+    staged = dict(staged)
+    already_out = {path for path in head if link_escapes(path, head.get)}
+    reverted: list[str] = []
+    removed: list[str] = []
+    while True:
+        leading_out = [
+            path for path in sorted(staged)
+            if link_escapes(path, staged.get)
+            and not (path in already_out and head.get(path) == staged[path])
+        ]  # fmt: skip
+        altered = [path for path in leading_out if head.get(path) != staged[path]]
+        if altered:
+            for path in altered:
+                # `git reset HEAD -- path` brings back HEAD's entries at and under path.
+                staged.pop(path)
+                staged.update(
+                    (p, t) for p, t in head.items() if p == path or p.startswith(path + "/")
+                )
+            reverted += altered
+        elif leading_out:
+            for path in leading_out:
+                staged.pop(path)
+            removed += leading_out
+        else:
+            return reverted, removed
 
 
 def commit_message(message: str, co_authors: Sequence[str]) -> str:

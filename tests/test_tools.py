@@ -262,3 +262,35 @@ def test_a_file_where_a_directory_is_expected(tools: AgentTools) -> None:
     output = edit(tools, command="create", path="src/app.py/inner.py", file_text="x")
     assert output.is_error
     assert "not a directory" in output.text
+
+
+def test_links_that_look_inside_but_resolve_outside_are_refused(
+        tools: AgentTools, workspace: Path, tmp_path: Path) -> None:
+    # The attack as seen: `y -> .` makes `y/y/..` the workspace's parent, while the path
+    # written out (`.github/../y/y/../secret.txt`) normalises to `y/secret.txt`, inside.
+    (tmp_path / "secret.txt").write_text("host secret\n")
+    (workspace / "y").symlink_to(".")
+    (workspace / ".github").mkdir()
+    (workspace / ".github" / "honk.yml").symlink_to("../y/y/../secret.txt")
+    # The same through a chain of links: a -> b/x, b -> c, c -> ../..
+    (workspace / "src" / "a").symlink_to("b/x")
+    (workspace / "src" / "b").symlink_to("c")
+    (workspace / "src" / "c").symlink_to("../..")
+    for path in (".github/honk.yml", "/workspace/.github/honk.yml", "src/a"):
+        for attempt in ({"command": "view"},
+                        {"command": "create", "file_text": "overwritten\n"},
+                        {"command": "str_replace", "old_str": "host", "new_str": "pwned"},
+                        {"command": "insert", "insert_line": 0, "insert_text": "x"}):
+            output = edit(tools, path=path, **attempt)
+            assert output.is_error and "out of the workspace" in output.text, (path, attempt)
+    assert (tmp_path / "secret.txt").read_text() == "host secret\n"
+    assert not (workspace / "secret.txt").exists() and not (workspace / "x").exists()
+    assert (workspace / ".github" / "honk.yml").is_symlink()
+
+
+def test_a_chain_of_links_into_git_is_refused(tools: AgentTools, workspace: Path) -> None:
+    (workspace / "g1").symlink_to("src/g2")
+    (workspace / "src" / "g2").symlink_to("../.git")
+    output = edit(tools, command="create", path="g1/config", file_text="[core]\nx=1\n")
+    assert output.is_error and ".git" in output.text
+    assert (workspace / ".git" / "config").read_text() == "[core]\n"

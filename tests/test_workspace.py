@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from honk_app.git import GitError, GitRemote, PushRejected
+from honk_app.links import link_escapes
 from honk_app.sim.git_server import GitHttpServer
-from honk_app.workspace import BranchInUse, Workspace, WorkspaceManager, link_escapes
+from honk_app.workspace import BranchInUse, Workspace, WorkspaceManager
 from tests.conftest import git, git_env
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +65,8 @@ class Upstream:
         return git("show", f"{ref}:{path}", cwd=self.bare)
 
     def push_files(
-        self, branch: str, files: dict[str, str], message: str, *, start: str = "main"
+        self, branch: str, files: dict[str, str], message: str, *, start: str = "main",
+        links: dict[str, str] | None = None,
     ) -> str:
         """Someone else commits these files on `branch` (made from `start`) and pushes."""
         self._clones += 1
@@ -78,6 +80,9 @@ class Upstream:
         for name, content in files.items():
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             (clone / name).write_text(content)
+        for name, target in (links or {}).items():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            (clone / name).symlink_to(target)
         git("add", "--all", cwd=clone)
         git("commit", "--quiet", "-m", message, cwd=clone)
         git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=clone)
@@ -336,13 +341,81 @@ async def test_symlinks_leading_out_of_the_workspace_are_not_committed(
 
 
 def test_link_escapes() -> None:
-    assert link_escapes("a", b"/etc/passwd")
-    assert link_escapes("a/b", b"../../c")
-    assert link_escapes("a", b"..")
-    assert link_escapes("a", b".git/config")
-    assert not link_escapes("a/b", b"../c")
-    assert not link_escapes("a", b"b/../c")
-    assert not link_escapes("a", b".github/x")
+    def escapes(path: str, **links: str) -> bool:
+        return link_escapes(path, {k.replace("__", "/"): v for k, v in links.items()}.get)
+
+    assert escapes("a", a="/etc/passwd")
+    assert escapes("a/b", a__b="../../c")
+    assert escapes("a", a="..")
+    assert escapes("a", a=".git/config")
+    assert not escapes("a/b", a__b="../c")
+    assert not escapes("a", a="b/../c")
+    assert not escapes("a", a=".github/x")
+    # Physically, not lexically: `y -> .` makes y/y/.. the parent of the root.
+    links = {"y": ".", ".github/honk.yml": "../y/y/../../etc/passwd"}
+    assert link_escapes(".github/honk.yml", links.get)
+    assert not link_escapes("y", links.get)
+    chain = {"src/a": "b/x", "src/b": "c", "src/c": "../.."}
+    assert link_escapes("src/a", chain.get)
+    assert link_escapes("g", {"g": "h/config", "h": ".git"}.get)
+    assert link_escapes("loop", {"loop": "loop"}.get)
+    assert not link_escapes("ok", {"ok": "d/../e", "d": "sub/dir"}.get)
+
+
+async def test_links_that_lead_out_only_physically_are_not_committed(
+    manager: WorkspaceManager, upstream: Upstream, tmp_path: Path
+) -> None:
+    """The attack as seen: `y -> .` and `.github/honk.yml -> ../y/y/../../<host file>`
+    passed the lexical check and were committed."""
+    host_file = tmp_path / "host-secret"
+    host_file.write_text("host secret\n")
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/10-y"
+    ) as ws:
+        up = "/".join([".."] * (len(ws.path.parts) - len(tmp_path.parts)))
+        (ws.path / "y").symlink_to(".")
+        (ws.path / ".github").mkdir()
+        target = f"../y/y/{up}/host-secret"
+        (ws.path / ".github" / "honk.yml").symlink_to(target)
+        assert (ws.path / ".github" / "honk.yml").read_text() == "host secret\n"
+        (ws.path / "src" / "a").symlink_to("b/x")
+        (ws.path / "src" / "b").symlink_to("c")
+        (ws.path / "src" / "c").symlink_to("../..")
+        (ws.path / "g1").symlink_to("src/g2")
+        (ws.path / "src" / "g2").symlink_to("../.git")
+        (ws.path / "src" / "fine").symlink_to("../y/y/README.md")
+        (ws.path / "src" / "sum.py").write_text("total = 10\n")
+        sha = await ws.commit("Links", **BOT)
+        assert sha is not None
+        committed = ws_git(ws, "show", "--format=", "--name-only", "HEAD").splitlines()
+        assert committed == ["src/fine", "src/sum.py", "y"]
+        assert ws.excluded_paths == (
+            ".github/honk.yml", "g1", "src/a", "src/b", "src/c", "src/g2")
+        assert await ws.changed_paths() == ["src/fine", "src/sum.py", "y"]
+        assert (ws.path / ".github" / "honk.yml").is_symlink()  # left on disk, uncommitted
+
+
+async def test_a_link_the_change_makes_lead_out_is_left_out_and_old_ones_kept(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    upstream.push_files("main", {"sub/file.txt": "x\n"}, "Links",
+                        links={"z": "sub/..", "system-dict": "/usr/share/dict/words"})
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/10-z"
+    ) as ws:
+        # `sub` turned into `sub -> .`: harmless itself, but now z -> sub/.. leads out.
+        (ws.path / "sub" / "file.txt").unlink()
+        (ws.path / "sub").rmdir()
+        (ws.path / "sub").symlink_to(".")
+        (ws.path / "README.md").write_text("# changed\n")
+        assert await ws.commit("Sub", **BOT) is not None
+        assert ws.excluded_paths == ("z",)
+        tree = ws_git(ws, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+        assert "z" not in tree and "sub" in tree
+        # A link that already led out in the base, unchanged, is the repository's own.
+        assert "system-dict" in tree
+        assert ws_git(ws, "diff", "--name-only", "HEAD~1", "HEAD").split() == [
+            "README.md", "sub", "sub/file.txt", "z"]
 
 
 async def test_nested_repositories_are_not_committed(

@@ -7,12 +7,13 @@ an edit then costs no process start, and the bytes written are exactly the model
 confined in two steps. First the path is resolved inside the workspace the way the sandbox
 would see it: `..` given by the model is refused, absolute paths must be under /workspace,
 and symlinks are followed one component at a time only while they stay inside the
-workspace (an absolute target is read as a sandbox path, so `/workspace/...` is inside
-and anything else is refused). Then the resolved path is opened by walking directory file
-descriptors from the workspace root with O_NOFOLLOW at every component, so a directory or
-file swapped for a symlink after the check makes the call fail instead of leaving the
-workspace. Writes go to a new file in the same directory, renamed over the target, so a
-write never follows a link. `.git` and everything under it are refused for writes.
+workspace (honk_app/links.py; an absolute target is read as a sandbox path, so
+`/workspace/...` is inside and anything else is refused). Then the resolved path is
+opened by walking directory file descriptors from the workspace root with O_NOFOLLOW at
+every component, so a directory or file swapped for a symlink after the check makes the
+call fail instead of leaving the workspace. Writes go to a new file in the same directory,
+renamed over the target, so a write never follows a link. `.git` and everything under it
+are refused for writes, and so is any path that reaches .git through a symlink.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from typing import Any
 
 from honk_app.agent.sandbox import WORKSPACE_MOUNT, Sandbox, cap_text
 from honk_app.agent.types import ToolOutput
+from honk_app.links import LeadsIntoGit, LeavesTree, resolve
 
 BASH_TOOL = "bash"
 EDITOR_TOOL = "str_replace_based_edit_tool"
 MAX_EDITOR_FILE_BYTES = 10 * 2**20
 SNIPPET_CONTEXT_LINES = 4
-_MAX_SYMLINK_HOPS = 40
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -202,37 +203,25 @@ class Editor:
         if ".." in given.parts:
             raise EditorError(f"{path}: '..' is not allowed; give the path from "
                               f"{WORKSPACE_MOUNT}.")
-        pending = list(given.parts)
-        resolved: list[str] = []
-        hops = 0
-        while pending:
-            name = pending.pop(0)
-            if name == "..":  # only from a symlink's target
-                if not resolved:
-                    raise EditorError(f"{path} leads through a symlink out of the workspace.")
-                resolved.pop()
-                continue
-            entry = self.root.joinpath(*resolved, name)
+        def read_link(parts: tuple[str, ...]) -> str | None:
+            entry = self.root.joinpath(*parts)
             try:
-                is_link = stat.S_ISLNK(os.lstat(entry).st_mode)
+                if not stat.S_ISLNK(os.lstat(entry).st_mode):
+                    return None
             except FileNotFoundError:
-                is_link = False
+                return None
             except NotADirectoryError:
-                raise EditorError(f"{_display(resolved)} is not a directory.") from None
-            if not is_link:
-                resolved.append(name)
-                continue
-            hops += 1
-            if hops > _MAX_SYMLINK_HOPS:
-                raise EditorError(f"{path}: too many levels of symlinks.")
-            target = PurePosixPath(os.readlink(entry))
-            if target.is_absolute():
-                if not target.is_relative_to(WORKSPACE_MOUNT):
-                    raise EditorError(f"{_display([*resolved, name])} is a symlink to {target}, "
-                                      "outside the workspace; refusing to follow it.")
-                target, resolved = target.relative_to(WORKSPACE_MOUNT), []
-            pending = [*target.parts, *pending]
-        return resolved
+                raise EditorError(f"{_display(list(parts[:-1]))} is not a directory.") from None
+            return os.readlink(entry)
+
+        try:
+            return resolve(given.parts, read_link, absolute_root=WORKSPACE_MOUNT)
+        except LeadsIntoGit:
+            raise EditorError(f"{path} leads through a symlink into .git, which is read-only: "
+                              "Honk commits your changes itself.") from None
+        except LeavesTree as error:
+            raise EditorError(f"{path} leads through a symlink out of the workspace ({error}); "
+                              "refusing to follow it.") from None
 
     @contextlib.contextmanager
     def _parent(self, parts: list[str], display: str, *, create: bool = False) -> Iterator[int]:
