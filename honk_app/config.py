@@ -6,7 +6,9 @@ reads `os.environ`.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,10 @@ import yaml
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+# A repository's `model:` may name these unless the operator sets HONK_MODELS: the current
+# Claude models agent/pricing.py knows (a test keeps the two in step).
+CURRENT_MODELS = ("claude-fable-5-2", "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}$")
 DEFAULT_LABEL = "honk"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -47,10 +53,13 @@ class Settings:
     log_format: str = "json"
     label: str = DEFAULT_LABEL
     model: str = DEFAULT_MODEL
+    # The models a repository may ask for; the default model is always among them.
+    models: tuple[str, ...] = (DEFAULT_MODEL, *CURRENT_MODELS)
     workers: int = 2
     max_turns_cap: int = 100
     max_cost_usd_cap: float = 20.0
     timeout_minutes_cap: int = 60
+    check_rounds_cap: int = 5
     allow_network: bool = False
     unsafe_no_sandbox: bool = False
 
@@ -89,6 +98,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = env.get("LOG_LEVEL", "info").lower()
     if log_level not in LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    model = env.get("HONK_MODEL") or DEFAULT_MODEL
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -106,11 +116,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         log_format=log_format,
         label=env.get("HONK_LABEL") or DEFAULT_LABEL,
-        model=env.get("HONK_MODEL") or DEFAULT_MODEL,
+        model=model,
+        models=_models(env, model),
         workers=_int(env, "HONK_WORKERS", 2, minimum=1, maximum=64),
         max_turns_cap=_int(env, "HONK_MAX_TURNS_CAP", 100, minimum=1, maximum=10_000),
         max_cost_usd_cap=_float(env, "HONK_MAX_COST_USD_CAP", 20.0),
         timeout_minutes_cap=_int(env, "HONK_TIMEOUT_MINUTES_CAP", 60, minimum=1, maximum=24 * 60),
+        check_rounds_cap=_int(env, "HONK_CHECK_ROUNDS_CAP", MAX_CHECK_ROUNDS, minimum=0,
+                              maximum=MAX_CHECK_ROUNDS),
         allow_network=_bool(env, "HONK_ALLOW_NETWORK"),
         unsafe_no_sandbox=_bool(env, "HONK_UNSAFE_NO_SANDBOX"),
     )
@@ -127,6 +140,15 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maxim
     if not minimum <= value <= maximum:
         raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def _models(env: Mapping[str, str], default_model: str) -> tuple[str, ...]:
+    raw = env.get("HONK_MODELS")
+    listed = [m.strip() for m in raw.split(",") if m.strip()] if raw else list(CURRENT_MODELS)
+    if not all(_MODEL_ID.match(model) for model in listed):
+        raise SettingsError("HONK_MODELS must be model ids separated by commas, e.g. "
+                            f"{','.join(CURRENT_MODELS[:2])}")
+    return tuple(dict.fromkeys([default_model, *listed]))
 
 
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:
@@ -206,6 +228,8 @@ class RepoConfig:
 
 
 REPO_CONFIG_PATH = ".github/honk.yml"
+MAX_COMMANDS = 10  # of `setup`, and of `checks`
+MAX_CHECK_ROUNDS = 5
 _REPO_KEYS: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "setup": (list, str),
@@ -217,10 +241,16 @@ _REPO_KEYS: dict[str, tuple[type, ...]] = {
     "instructions": (str,),
     "network": (bool,),
 }
+# Shown in an error only if it looks like a key: the file may hold anything.
+_SHOWABLE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 def parse_repo_config(text: str | None) -> RepoConfig:
-    """Validate `.github/honk.yml`; a typo or a wrong type raises RepoConfigError."""
+    """Validate `.github/honk.yml`; a typo or a wrong type raises RepoConfigError.
+
+    Error sentences name the key and what it must be, never the value found: the text may
+    not be what its author meant to show (nor, through a link, the repository's at all).
+    """
     if text is None or not text.strip():
         return RepoConfig()
     try:
@@ -242,26 +272,33 @@ def parse_repo_config(text: str | None) -> RepoConfig:
                                   "the operator sets it for the server with HONK_LABEL.")
         if key not in _REPO_KEYS:
             known = ", ".join(_REPO_KEYS)
-            raise RepoConfigError(f"{REPO_CONFIG_PATH}: unknown key `{key}` (known keys: {known}).")
+            named = f" `{key}`" if isinstance(key, str) and _SHOWABLE_KEY.match(key) else ""
+            raise RepoConfigError(f"{REPO_CONFIG_PATH}: unknown key{named} "
+                                  f"(known keys: {known}).")
         values[key] = _checked(key, value)
     return RepoConfig(**values)
 
 
 def _checked(key: str, value: Any) -> Any:
     expected = _REPO_KEYS[key]
+    where = f"{REPO_CONFIG_PATH}: `{key}`"
     # bool is an int in Python; `max_turns: yes` is a typo, not 1.
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         names = " or ".join("a list" if t is list else _TYPE_NAMES[t] for t in expected)
-        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must be {names}, got {value!r}.")
+        raise RepoConfigError(f"{where} must be {names}.")
     if key in ("setup", "checks"):
         commands = [value] if isinstance(value, str) else value
         if not all(isinstance(command, str) and command.strip() for command in commands):
-            raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must be a list of commands.")
+            raise RepoConfigError(f"{where} must be a list of commands.")
+        if len(commands) > MAX_COMMANDS:
+            raise RepoConfigError(f"{where} must list at most {MAX_COMMANDS} commands.")
         return tuple(commands)
-    if key in ("check_rounds", "max_turns", "max_cost_usd", "timeout_minutes") and value < 0:
-        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must not be negative, got {value!r}.")
-    if key in ("max_turns", "max_cost_usd", "timeout_minutes") and value == 0:
-        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `{key}` must be above zero.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RepoConfigError(f"{where} must be a finite number.")
+    if key == "check_rounds" and not 0 <= value <= MAX_CHECK_ROUNDS:
+        raise RepoConfigError(f"{where} must be a whole number from 0 to {MAX_CHECK_ROUNDS}.")
+    if key in ("max_turns", "max_cost_usd", "timeout_minutes") and value <= 0:
+        raise RepoConfigError(f"{where} must be above zero.")
     return value
 
 
@@ -275,15 +312,21 @@ class EffectiveLimits:
     model: str
     max_turns: int
     max_cost_usd: float
-    timeout_seconds: float
+    timeout_seconds: float  # the whole run: setup, the agent, checks and their rounds
+    check_rounds: int
     network: bool
 
 
 def effective_limits(settings: Settings, repo: RepoConfig) -> EffectiveLimits:
+    """Raises RepoConfigError for a model the operator does not allow."""
+    if repo.model is not None and repo.model not in settings.models:
+        raise RepoConfigError(f"{REPO_CONFIG_PATH}: `model` must be one of the models this "
+                              f"server allows: {', '.join(settings.models)}.")
     return EffectiveLimits(
         model=repo.model or settings.model,
         max_turns=min(repo.max_turns, settings.max_turns_cap),
         max_cost_usd=min(repo.max_cost_usd, settings.max_cost_usd_cap),
         timeout_seconds=60.0 * min(repo.timeout_minutes, settings.timeout_minutes_cap),
+        check_rounds=min(repo.check_rounds, settings.check_rounds_cap),
         network=repo.network and settings.allow_network,
     )
