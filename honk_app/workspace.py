@@ -36,6 +36,7 @@ __all__ = [
     "BranchInUse",
     "GitError",
     "GitRemote",
+    "NotAFile",
     "PushRejected",
     "Workspace",
     "WorkspaceManager",
@@ -50,6 +51,9 @@ NO_AUTO_GC = (("gc.auto", "0"), ("maintenance.auto", "false"))
 WORKFLOWS_DIR = ".github/workflows/"
 LINK_MODE = "120000"
 GITLINK_MODE = "160000"  # a nested repository (submodule entry)
+_FILE_MODES = ("100644", "100755")
+_ENTRY_KINDS = {LINK_MODE: "a symlink", GITLINK_MODE: "a nested repository",
+                "040000": "a directory"}
 PUSH_ATTEMPTS = 3
 _WORKFLOW_REFUSAL = re.compile(r"refusing to allow an? .{1,40} to create or update workflow")
 _NON_FAST_FORWARD = re.compile(r"\((non-fast-forward|fetch first)\)")
@@ -63,6 +67,15 @@ _SLOT_LEFTOVERS = (
     "BISECT_NAMES", "BISECT_TERMS", "BISECT_RUN", "index.lock", "HEAD.lock", "config.worktree",
     "rebase-merge", "rebase-apply", "sequencer", "logs", "refs", "info",
 )  # fmt: skip
+
+
+class NotAFile(Exception):
+    """The base commit has something other than a regular file at a path Honk reads."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(f"{path} is {kind} in the base commit, not a regular file")
+        self.path = path
+        self.kind = kind
 
 
 class BranchInUse(RuntimeError):
@@ -273,6 +286,23 @@ class Workspace:
         sha = await git.text("rev-parse", "HEAD")
         log.info("workspace.committed", repo=self.repo, branch=self.branch, sha=sha)
         return sha
+
+    async def read_base_file(self, path: str, *, max_bytes: int) -> bytes | None:
+        """The file at `path` in the base commit, from git's objects: never from the
+        working tree or the run's own commits, never through a symlink. None when the base
+        has nothing at `path` (or reaches it only through a link); NotAFile when it has a
+        symlink, a directory or a nested repository there. At most max_bytes + 1 bytes, so
+        that a caller can tell a longer file."""
+        git = Git(self.common_dir)  # objects only: no work tree, no index
+        listing = (await git.run("ls-tree", "-z", self.base_sha, "--", path)).stdout
+        if not listing:
+            return None
+        mode = listing.split(b" ", 1)[0].decode()
+        if mode not in _FILE_MODES:
+            raise NotAFile(path, _ENTRY_KINDS.get(mode, "not a file"))
+        sha = listing.split(b"\t", 1)[0].split(b" ")[2].decode()
+        blob = await git.run("cat-file", "blob", sha, stdout_limit=max_bytes)
+        return blob.stdout[: max_bytes + 1]
 
     async def diff_against_base(self, max_chars: int = 60_000, *, paths: Sequence[str] = ()) -> str:
         """The change the branch carries against its base, uncommitted work included (of

@@ -162,9 +162,9 @@ def test_a_model_outside_the_operators_list_is_refused_with_the_list() -> None:
     assert allowed.model == "claude-haiku-5-5"
     narrow = load_settings({"HONK_MODELS": " claude-haiku-5-5 ,", "HONK_MODEL": "claude-opus-5-5"})
     assert narrow.models == ("claude-opus-5-5", "claude-haiku-5-5")
-    with pytest.raises(RepoConfigError, match="allows: claude-opus-5-5, claude-haiku-5-5[.]$"):
+    with pytest.raises(RepoConfigError, match=r"allows: claude-opus-5-5, claude-haiku-5-5[.]$"):
         effective_limits(narrow, parse_repo_config("model: claude-sonnet-5-5"))
-    with pytest.raises(SettingsError, match="^HONK_MODELS must be model ids"):
+    with pytest.raises(SettingsError, match=r"^HONK_MODELS must be model ids"):
         load_settings({"HONK_MODELS": "claude-x, rm -rf /"})
 
 
@@ -180,5 +180,5 @@ def test_check_rounds_are_held_under_the_operators_cap() -> None:
     assert effective_limits(load_settings({}), config).check_rounds == 4
     capped = load_settings({"HONK_CHECK_ROUNDS_CAP": "1"})
     assert effective_limits(capped, config).check_rounds == 1
-    with pytest.raises(SettingsError, match="^HONK_CHECK_ROUNDS_CAP"):
+    with pytest.raises(SettingsError, match=r"^HONK_CHECK_ROUNDS_CAP"):
         load_settings({"HONK_CHECK_ROUNDS_CAP": "6"})

@@ -14,7 +14,7 @@ import pytest
 from honk_app.git import GitError, GitRemote, PushRejected
 from honk_app.links import link_escapes
 from honk_app.sim.git_server import GitHttpServer
-from honk_app.workspace import BranchInUse, Workspace, WorkspaceManager
+from honk_app.workspace import BranchInUse, NotAFile, Workspace, WorkspaceManager
 from tests.conftest import git, git_env
 
 pytestmark = pytest.mark.anyio
@@ -667,3 +667,27 @@ def test_http_server_refuses_without_the_token(http_server: GitHttpServer, tmp_p
         check=False,
     )
     assert result.returncode != 0 and http_server.refused > 0
+
+
+async def test_read_base_file_reads_git_objects_never_the_tree_or_links(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    upstream.push_files(
+        "main", {"AGENTS.md": "base notes\n", "docs/big.md": "x" * 100}, "Base files",
+        links={"CLAUDE.md": "AGENTS.md", "linked": "docs", ".github/honk.yml": "/etc/passwd"},
+    )
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/20-r"
+    ) as ws:
+        # What the agent writes, and even commits, is not what is read.
+        (ws.path / "AGENTS.md").write_text("agent's notes\n")
+        await ws.commit("Agent notes", **BOT)
+        assert await ws.read_base_file("AGENTS.md", max_bytes=1000) == b"base notes\n"
+        assert await ws.read_base_file("missing.md", max_bytes=1000) is None
+        assert await ws.read_base_file("linked/big.md", max_bytes=1000) is None
+        assert await ws.read_base_file("docs/big.md", max_bytes=10) == b"x" * 11
+        for path, kind in (("CLAUDE.md", "a symlink"), (".github/honk.yml", "a symlink"),
+                           ("docs", "a directory")):
+            with pytest.raises(NotAFile) as refused:
+                await ws.read_base_file(path, max_bytes=1000)
+            assert refused.value.kind == kind
