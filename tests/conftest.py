@@ -74,12 +74,12 @@ def client(honk_server: LoopbackServer) -> Iterator[httpx.Client]:
 
 
 @contextlib.contextmanager
-def sample_honk(root: Path, script: Any) -> Iterator[Any]:
+def sample_honk(root: Path, script: Any, env: dict[str, str] | None = None) -> Iterator[Any]:
     """Honk against the simulators, with the demo's sample repository installed."""
     from honk_app.demo import MAINTAINER, REPO, SAMPLE_FILES
     from honk_app.sim.harness import offline_honk
 
-    with offline_honk(root, script=script) as honk:
+    with offline_honk(root, script=script, env=env) as honk:
         sim = honk.github
         sim.add_user(MAINTAINER)
         sim.create_repo(REPO, SAMPLE_FILES)

@@ -474,6 +474,32 @@ class GitHubSim:
             now=True,
         )
 
+    def edit_issue(
+        self, repo: str, number: int, *, author: str, title: str | None = None,
+        body: str | None = None,
+    ) -> Delivery | None:
+        """Edit an issue's title or body, as its author or someone with triage access or
+        more may (GitHub's rule); issues.edited with the old values in `changes`."""
+        found, issue, user = self._repo(repo), self._issue(repo, number), self._user(author)
+        role = found.roles.get(user.login.lower())
+        if user.login != issue.author and role not in ("triage", "write", "maintain", "admin"):
+            raise PermissionError(f"{author} may not edit {repo}#{number}")
+        changes: dict[str, Any] = {}
+        with self._state.lock:
+            if title is not None and title != issue.title:
+                changes["title"], issue.title = {"from": issue.title}, title
+            if body is not None and body != issue.body:
+                changes["body"], issue.body = {"from": issue.body}, body
+            issue.updated_at = utc_now()
+        return self._ops.emit(
+            found,
+            "issues",
+            user.login,
+            lambda: {"action": "edited", "issue": self._shapes.issue_json(issue),
+                     "changes": changes},
+            now=True,
+        )
+
     def comment(self, repo: str, number: int, body: str, *, author: str) -> Delivery | None:
         """A comment on an issue or a pull request's conversation: issue_comment.created."""
         found, issue, user = self._repo(repo), self._issue(repo, number), self._user(author)
@@ -519,9 +545,11 @@ class GitHubSim:
         return issue.number
 
     def push_files(
-        self, repo: str, branch: str, files: dict[str, str], *, author: str, message: str
+        self, repo: str, branch: str, files: dict[str, str], *, author: str, message: str,
+        links: dict[str, str] | None = None,
     ) -> str:
-        """A user's commit on `branch` (made from the default branch if new); sends push."""
+        """A user's commit on `branch` (made from the default branch if new), with `links`
+        as symlinks (path: target); sends push."""
         found, user = self._repo(repo), self._user(author)
         before = git.rev_parse(found.git_dir, f"refs/heads/{branch}")
         parent = before or git.rev_parse(found.git_dir, f"refs/heads/{found.default_branch}")
@@ -529,6 +557,7 @@ class GitHubSim:
             found.git_dir,
             branch=branch,
             files=dict(files),
+            links=dict(links or {}),
             author_name=user.login,
             author_email=user.email,
             message=message,

@@ -74,13 +74,15 @@ def commit_files(
     *,
     branch: str,
     files: dict[str, str | bytes | None],
+    links: dict[str, str] | None = None,
     author_name: str,
     author_email: str,
     message: str,
     parent: str | None,
     when: datetime,
 ) -> str:
-    """Commit `files` (None deletes a path) on top of `parent` and point `branch` at it."""
+    """Commit `files` (None deletes a path) and `links` (symlinks: path to target) on top
+    of `parent` and point `branch` at it."""
     stamp = f"{int(when.timestamp())} +0000"
     identity = f"{author_name} <{author_email}> {stamp}"
     stream = bytearray()
@@ -94,6 +96,8 @@ def commit_files(
             continue
         raw = content.encode() if isinstance(content, str) else content
         stream += f"M 100644 inline {_quote_path(path)}\n".encode() + _data(raw)
+    for path, target in sorted((links or {}).items()):
+        stream += f"M 120000 inline {_quote_path(path)}\n".encode() + _data(target.encode())
     stream += b"done\n"
     # No --force: if the branch moved since `parent` was read, fail rather than drop a commit.
     run_git(git_dir, "fast-import", "--quiet", "--done", input=bytes(stream))
