@@ -3,11 +3,22 @@
 Checks are the repository's own commands from `.github/honk.yml`; their failures go back
 to the agent for a bounded number of rounds. A change whose checks stay red is not
 "ready": the caller opens it as a draft.
+
+What steers the run (`.github/honk.yml`, its setup commands, AGENTS.md / CLAUDE.md) is
+read from the base commit's git objects, never from the working tree: the run's own
+branch holds what an earlier agent wrote, and the tree may hold links to host files.
+
+One deadline covers setup, the agent, the checks and their rounds (`timeout_minutes`,
+under the operator's cap). Each command's timeout is its own cap or the time left,
+whichever is less. Past the deadline nothing new starts: setup cut short fails the run;
+the agent or checks cut short leave the work so far to be committed, as a draft.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +28,13 @@ import structlog
 from honk_app import metrics
 from honk_app.agent.loop import Agent, AgentAPIError, AgentResult, Budget, TurnUsage, Usage
 from honk_app.agent.prompts import checks_failed_prompt, system_prompt, task_prompt
-from honk_app.agent.sandbox import Sandbox, SandboxLimits, SandboxUnavailable, check_available
+from honk_app.agent.sandbox import (
+    TIMEOUT_EXIT_CODE,
+    Sandbox,
+    SandboxLimits,
+    SandboxUnavailable,
+    check_available,
+)
 from honk_app.agent.tools import AgentTools
 from honk_app.config import (
     REPO_CONFIG_PATH,
@@ -29,7 +46,7 @@ from honk_app.config import (
     parse_repo_config,
 )
 from honk_app.status import CheckResult
-from honk_app.workspace import Workspace
+from honk_app.workspace import NotAFile, Workspace
 
 if TYPE_CHECKING:
     from honk_app.runs import Run
@@ -40,7 +57,10 @@ log = structlog.get_logger()
 
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
 MAX_INSTRUCTION_CHARS = 20_000
+MAX_CONFIG_BYTES = 64 * 1024
 SETUP_TIMEOUT_SECONDS = 15 * 60.0
+CHECK_TIMEOUT_SECONDS = 5 * 60.0
+AGENT_WORK = "the agent's work"
 # Byte-code caches written by running the tests are not part of anyone's change.
 AGENT_ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "CI": "true"}
 
@@ -63,6 +83,8 @@ class Change:
     notes: list[str] = field(default_factory=list)
     replies: dict[int, str] = field(default_factory=dict)
     sha: str | None = None
+    # Set when the run's deadline cut the work short: what ran out, for the headline.
+    out_of_time: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +94,28 @@ class Change:
         checks = [CheckResult(**check) for check in data.pop("checks")]
         replies = {int(key): value for key, value in data.pop("replies", {}).items()}
         return cls(checks=checks, replies=replies, **data)
+
+
+class Deadline:
+    """The one time budget of a run: setup, the agent, checks and their rounds."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends_at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self._ends_at - time.monotonic())
+
+    @property
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+    def cap(self, seconds: float) -> float:
+        """A command's timeout: its own cap, or the time left if that is less."""
+        return min(seconds, self.left())
+
+    def ran_out(self, during: str) -> str:
+        return f"the run's time budget of {_duration(self.seconds)} ran out during {during}"
 
 
 async def make_change(
@@ -86,14 +130,21 @@ async def make_change(
     prompt: str | None = None,
     require_change: bool = True,
 ) -> Change:
-    """Run the agent until it reports and the checks pass (or the rounds run out); commit."""
+    """Run the agent until it reports and the checks pass (or the rounds or the time run
+    out); commit."""
     settings = services.settings
-    config = _repo_config(workspace.path)
-    limits = effective_limits(settings, config)
+    config = await _repo_config(workspace)
+    try:
+        limits = effective_limits(settings, config)
+    except RepoConfigError as error:
+        raise RunFailed("bad_config", str(error)) from None
+    deadline = Deadline(limits.timeout_seconds)
     sandbox = _sandbox(services, workspace, network=False)
     if config.setup:
-        await _setup(config, _sandbox(services, workspace, network=limits.network), status)
-    agent = _agent(run, services, sandbox, workspace, config, limits, status)
+        await _setup(config, _sandbox(services, workspace, network=limits.network), status,
+                     deadline)
+    instructions = await _instructions(workspace)
+    agent = _agent(run, services, sandbox, config, limits, status, instructions, deadline)
     await status.step(f"working with {limits.model}")
     if prompt is None:
         prompt = task_prompt(
@@ -104,31 +155,47 @@ async def make_change(
             instruction=trigger.instruction or None,
             requested_by=trigger.sender,
         )
-    result = await _converse(agent.run(prompt))
-    checks = await _run_checks(config, sandbox, status)
-    for _ in range(config.check_rounds):
-        if result.report is None or all(check.passed for check in checks):
+    result = await _converse(agent, agent.run(prompt), deadline)
+    checks = await _run_checks(config, sandbox, status, deadline)
+    for _ in range(limits.check_rounds):
+        if result.report is None or all(check.passed for check in checks) or deadline.passed:
             break
         await status.step("checks failed; the agent is fixing them")
         result = await _converse(
+            agent,
             agent.follow_up(
                 checks_failed_prompt(
                     [(check.command, check.exit_code, check.output) for check in checks]
                 )
-            )
+            ),
+            deadline,
         )
-        checks = await _run_checks(config, sandbox, status)
-    return await _commit(
+        checks = await _run_checks(config, sandbox, status, deadline)
+    change = await _commit(
         result, checks, trigger, services, workspace, status, require_change=require_change
     )
+    if deadline.passed and not change.ready:
+        change.out_of_time = deadline.ran_out(
+            "the checks" if result.report is not None else AGENT_WORK)
+        change.notes.append(f"{_capitalized(change.out_of_time)}; this is the work done by "
+                            "then.")
+    return change
 
 
-def _repo_config(path: Path) -> RepoConfig:
-    config_file = path / REPO_CONFIG_PATH
+async def _repo_config(workspace: Workspace) -> RepoConfig:
+    """`.github/honk.yml` as the base branch has it (not as the agent may have left it)."""
+    where = f"{REPO_CONFIG_PATH} on `{workspace.base_branch}`"
     try:
-        text = config_file.read_text() if config_file.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        raise RunFailed("bad_config", f"{REPO_CONFIG_PATH} cannot be read as text.") from None
+        data = await workspace.read_base_file(REPO_CONFIG_PATH, max_bytes=MAX_CONFIG_BYTES)
+    except NotAFile as error:
+        raise RunFailed("bad_config", f"{where} is {error.kind}; Honk reads its configuration "
+                        "only from a regular file.") from None
+    if data is not None and len(data) > MAX_CONFIG_BYTES:
+        raise RunFailed("bad_config", f"{where} is over {MAX_CONFIG_BYTES // 1024} KiB.")
+    try:
+        text = data.decode() if data is not None else None
+    except UnicodeDecodeError:
+        raise RunFailed("bad_config", f"{where} cannot be read as UTF-8 text.") from None
     try:
         return parse_repo_config(text)
     except RepoConfigError as error:
@@ -153,26 +220,41 @@ def agent_sandbox(settings: Settings, path: Path, read_only: Sequence[Path], *,
                    env=AGENT_ENVIRONMENT, unsafe_no_sandbox=settings.unsafe_no_sandbox)
 
 
-async def _setup(config: RepoConfig, sandbox: Sandbox, status: StatusUpdater) -> None:
+async def _setup(
+    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater, deadline: Deadline
+) -> None:
     for command in config.setup:
+        if deadline.passed:
+            raise RunFailed("timed_out", _setup_ran_out(deadline, f"setup, before `{command}`"))
         await status.step(f"setup: `{command}`")
-        result = await sandbox.run(command, timeout=SETUP_TIMEOUT_SECONDS)
+        result = await sandbox.run(command, timeout=deadline.cap(SETUP_TIMEOUT_SECONDS))
+        if result.timed_out and deadline.passed:
+            raise RunFailed("timed_out", _setup_ran_out(deadline, f"the setup command `{command}`"))
         if result.exit_code != 0:
+            how = (f"timed out after {_duration(SETUP_TIMEOUT_SECONDS)}" if result.timed_out
+                   else f"failed with exit code {result.exit_code}")
             raise RunFailed(
                 "setup_failed",
-                f"The setup command `{command}` failed with exit "
-                f"code {result.exit_code}; Honk did not start the agent.",
+                f"The setup command `{command}` {how}; Honk did not start the agent.",
             )
+    if deadline.passed:
+        raise RunFailed("timed_out", _setup_ran_out(deadline, "setup"))
+
+
+def _setup_ran_out(deadline: Deadline, during: str) -> str:
+    return (f"{_capitalized(deadline.ran_out(during))}; Honk did not start the agent and "
+            "pushed nothing.")
 
 
 def _agent(
     run: Run,
     services: Services,
     sandbox: Sandbox,
-    workspace: Workspace,
     config: RepoConfig,
     limits: EffectiveLimits,
     status: StatusUpdater,
+    instructions: str | None,
+    deadline: Deadline,
 ) -> Agent:
     if services.anthropic is None:
         raise RunFailed("no_model", "Honk has no ANTHROPIC_API_KEY; the operator must set it.")
@@ -197,12 +279,12 @@ def _agent(
     return Agent(
         services.anthropic,
         model=limits.model,
-        system=system_prompt(_instructions(workspace.path), config.instructions),
-        tools=AgentTools(sandbox, workspace.path),
+        system=system_prompt(instructions, config.instructions),
+        tools=AgentTools(sandbox, sandbox.workspace),
         budget=Budget(
             max_turns=limits.max_turns,
             max_cost_usd=limits.max_cost_usd,
-            timeout_seconds=limits.timeout_seconds,
+            timeout_seconds=deadline.left(),
         ),
         on_turn=on_turn,
         transcript_path=transcript,
@@ -221,33 +303,62 @@ def _count_usage(model: str, turn: TurnUsage) -> None:
     metrics.COST.labels(model=model).inc(turn.cost_usd)
 
 
-def _instructions(path: Path) -> str | None:
-    """AGENTS.md / CLAUDE.md at the repository root, if they are plain files in it."""
+async def _instructions(workspace: Workspace) -> str | None:
+    """AGENTS.md / CLAUDE.md at the root of the base commit, if they are regular files
+    there (a link, e.g. CLAUDE.md -> AGENTS.md, is skipped: the file it names is read)."""
     texts = []
     for name in INSTRUCTION_FILES:
-        candidate = path / name
-        if candidate.is_file() and not candidate.is_symlink():
-            texts.append(candidate.read_text(errors="replace")[:MAX_INSTRUCTION_CHARS])
+        try:
+            data = await workspace.read_base_file(name, max_bytes=4 * MAX_INSTRUCTION_CHARS)
+        except NotAFile as error:
+            log.info("instructions skipped", file=name, reason=str(error))
+            continue
+        if data is not None:
+            texts.append(data.decode(errors="replace")[:MAX_INSTRUCTION_CHARS])
     return "\n\n".join(texts) or None
 
 
-async def _converse(turns: Any) -> AgentResult:
+async def _converse(
+    agent: Agent, turns: Awaitable[AgentResult], deadline: Deadline
+) -> AgentResult:
+    # The agent's own time budget counts only its own time; the run's deadline also
+    # counts the checks between its turns, so it is enforced here too.
     try:
-        result: AgentResult = await turns
+        async with asyncio.timeout(deadline.left()) as backstop:
+            return await turns
     except AgentAPIError as error:
         raise RunFailed("model_unavailable", str(error)) from None
-    return result
+    except TimeoutError:
+        if not backstop.expired():
+            raise
+    return AgentResult(None, agent.usage, "budget_exhausted",
+                       f"{_capitalized(deadline.ran_out(AGENT_WORK))}.")
 
 
 async def _run_checks(
-    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater
+    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater, deadline: Deadline
 ) -> list[CheckResult]:
     results = []
     for command in config.checks:
+        if deadline.passed:
+            results.append(CheckResult(command, TIMEOUT_EXIT_CODE,
+                                       "Not run: the run's time budget ran out before it."))
+            continue
         await status.step(f"check: `{command}`")
-        outcome = await sandbox.run(command)
+        outcome = await sandbox.run(command, timeout=deadline.cap(CHECK_TIMEOUT_SECONDS))
         results.append(CheckResult(command, outcome.exit_code, outcome.output))
     return results
+
+
+def _capitalized(phrase: str) -> str:
+    return phrase[:1].upper() + phrase[1:]
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"
 
 
 async def _commit(

@@ -29,6 +29,11 @@ class Trigger:
     review_id: int | None = None
     clone_url: str | None = None
     repos: tuple[str, ...] = field(default=())
+    # A task's issue as the delivery carried it: as the person who labelled it or
+    # commented saw it, not as anyone may have edited it since. None in triggers stored
+    # before Honk kept them (the worker then reads the issue from GitHub).
+    issue_title: str | None = None
+    issue_body: str | None = None
 
     @property
     def lock_key(self) -> str:
@@ -67,7 +72,7 @@ def _labeled(payload: dict[str, Any], label: str) -> Trigger | None:
     issue = payload.get("issue")
     if not isinstance(issue, dict) or "pull_request" in issue:
         return None
-    return _trigger("task", payload, _get(issue, "number"))
+    return _trigger("task", payload, _get(issue, "number"), **_issue_text(issue))
 
 
 def _comment(payload: dict[str, Any]) -> Trigger | None:
@@ -81,9 +86,11 @@ def _comment(payload: dict[str, Any]) -> Trigger | None:
     comment_id = _get(payload, "comment", "id")
     if command.strip().lower() in STOP_WORDS:
         return _trigger("stop", payload, _get(issue, "number"), comment_id=comment_id)
-    kind: Literal["task", "followup"] = "followup" if "pull_request" in issue else "task"
-    return _trigger(kind, payload, _get(issue, "number"), instruction=command,
-                    comment_id=comment_id)
+    if "pull_request" in issue:
+        return _trigger("followup", payload, _get(issue, "number"), instruction=command,
+                        comment_id=comment_id)
+    return _trigger("task", payload, _get(issue, "number"), instruction=command,
+                    comment_id=comment_id, **_issue_text(issue))
 
 
 def _review(payload: dict[str, Any]) -> Trigger | None:
@@ -142,6 +149,14 @@ def _trigger(
     return Trigger(kind=kind, repo=repo, number=number, installation_id=installation_id,
                    sender=sender, clone_url=clone_url if isinstance(clone_url, str) else None,
                    **{k: v for k, v in extra.items() if v is not None})
+
+
+def _issue_text(issue: dict[str, Any]) -> dict[str, str]:
+    """The issue's title and body as the delivery carries them (a null body is empty)."""
+    title, body = issue.get("title"), issue.get("body")
+    if not isinstance(title, str):
+        return {}
+    return {"issue_title": title, "issue_body": body if isinstance(body, str) else ""}
 
 
 def _is_bot(sender: Any) -> bool:

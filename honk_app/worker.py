@@ -178,9 +178,9 @@ async def _react(gh: RepoGitHub, trigger: Trigger, content: str) -> None:
 async def _task(
     run: Run, trigger: Trigger, gh: RepoGitHub, status: StatusUpdater, services: Services
 ) -> str:
-    issue = await gh.issue(run.number)
+    title, body = await _issue_as_asked(run, trigger, gh)
     repository = await gh.repository()
-    branch = run.branch or branch_name(run.number, issue.title)
+    branch = run.branch or branch_name(run.number, title)
     await services.store.update(run.id, branch=branch)
     remote = GitRemote(repository.clone_url, await gh.token())
     await status.step("preparing the checkout")
@@ -188,7 +188,7 @@ async def _task(
         run.repo, remote, base_branch=repository.default_branch, branch=branch
     ) as workspace:
         change = await _change_or_resume(
-            run, trigger, gh, status, services, workspace, title=issue.title, body=issue.body or ""
+            run, trigger, gh, status, services, workspace, title=title, body=body
         )
         await _push(run, gh, status, services, workspace, change, repository.clone_url)
     pull = await gh.find_pull(branch)
@@ -214,6 +214,8 @@ async def _task(
     await services.store.update(run.id, pr_number=pull.number)
     await gh.request_review(pull.number, trigger.sender)
     state = "Opened" if change.ready else "Opened a draft (checks still fail):"
+    if change.out_of_time:
+        state = f"Opened a draft ({change.out_of_time}):"
     return f"{state} #{pull.number}: [{change.title}]({pull.html_url})"
 
 
@@ -271,7 +273,19 @@ async def _follow_up(
     await gh.request_review(run.number, trigger.sender)
     if not sha:
         return f"No change needed: {change.title}"
+    if change.out_of_time:
+        return f"Pushed `{sha}` to `{branch}` ({change.out_of_time}): {change.title}"
     return f"Pushed `{sha}` to `{branch}`: {change.title}"
+
+
+async def _issue_as_asked(run: Run, trigger: Trigger, gh: RepoGitHub) -> tuple[str, str]:
+    """The issue's title and body as the delivery carried them (an edit made since, by
+    anyone, does not reach the agent); a trigger stored before Honk kept them is read
+    from GitHub."""
+    if trigger.issue_title is not None:
+        return trigger.issue_title, trigger.issue_body or ""
+    issue = await gh.issue(run.number)
+    return issue.title, issue.body or ""
 
 
 async def _review_threads(

@@ -124,3 +124,38 @@ def test_parse_command() -> None:
     assert parse_command("/honk") == ""
     assert parse_command("  /honk fix it  \n\nmore detail") == "fix it\nmore detail"
     assert parse_command("/honkfix") is None
+
+
+def test_a_task_keeps_the_issue_text_the_delivery_carried() -> None:
+    payload = app_payload("issues", "labeled.payload.json")
+    payload["label"]["name"] = "honk"
+    payload["issue"].update(title="As labelled", body="The body then.")
+    trigger = trigger_for("issues", payload, label="honk")
+    assert trigger is not None
+    assert (trigger.issue_title, trigger.issue_body) == ("As labelled", "The body then.")
+    payload["issue"]["body"] = None  # an issue without a body
+    trigger = trigger_for("issues", payload, label="honk")
+    assert trigger is not None and (trigger.issue_title, trigger.issue_body) == ("As labelled", "")
+
+    on_issue = comment("/honk go")
+    on_issue["issue"].update(title="Seen at comment time", body="Body then.")
+    trigger = trigger_for("issue_comment", on_issue, label="honk")
+    assert trigger is not None and trigger.kind == "task"
+    assert (trigger.issue_title, trigger.issue_body) == ("Seen at comment time", "Body then.")
+    trigger = trigger_for("issue_comment", comment("/honk go", on_pull=True), label="honk")
+    assert trigger is not None and trigger.kind == "followup"
+    assert (trigger.issue_title, trigger.issue_body) == (None, None)
+
+
+def test_a_trigger_stored_before_the_issue_text_was_kept_still_loads() -> None:
+    from honk_app.triggers import Trigger
+
+    payload = app_payload("issues", "labeled.payload.json")
+    payload["label"]["name"] = "honk"
+    trigger = trigger_for("issues", payload, label="honk")
+    assert trigger is not None
+    stored = trigger.to_json()
+    assert Trigger.from_json(stored) == trigger
+    old = {k: v for k, v in stored.items() if k not in ("issue_title", "issue_body")}
+    loaded = Trigger.from_json(old)
+    assert (loaded.issue_title, loaded.issue_body) == (None, None)  # the worker fetches it
