@@ -236,7 +236,7 @@ def test_symlinks_leaving_the_workspace_are_refused(tools: AgentTools, workspace
     (workspace / "loop").symlink_to("loop")
     for path in ("climb", "src/hop/secret.txt"):
         output = edit(tools, command="view", path=path)
-        assert output.is_error and "out of the workspace" in output.text, path
+        assert output.is_error and "outside the workspace" in output.text, path
     assert "too many levels" in edit(tools, command="view", path="loop").text
     assert (tmp_path / "secret.txt").read_text() == "secret\n"
 
@@ -282,7 +282,7 @@ def test_links_that_look_inside_but_resolve_outside_are_refused(
                         {"command": "str_replace", "old_str": "host", "new_str": "pwned"},
                         {"command": "insert", "insert_line": 0, "insert_text": "x"}):
             output = edit(tools, path=path, **attempt)
-            assert output.is_error and "out of the workspace" in output.text, (path, attempt)
+            assert output.is_error and "outside the workspace" in output.text, (path, attempt)
     assert (tmp_path / "secret.txt").read_text() == "host secret\n"
     assert not (workspace / "secret.txt").exists() and not (workspace / "x").exists()
     assert (workspace / ".github" / "honk.yml").is_symlink()

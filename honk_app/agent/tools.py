@@ -220,8 +220,8 @@ class Editor:
             raise EditorError(f"{path} leads through a symlink into .git, which is read-only: "
                               "Honk commits your changes itself.") from None
         except LeavesTree as error:
-            raise EditorError(f"{path} leads through a symlink out of the workspace ({error}); "
-                              "refusing to follow it.") from None
+            raise EditorError(f"{path} leads outside the workspace through a symlink "
+                              f"({error}); refusing to follow it.") from None
 
     @contextlib.contextmanager
     def _parent(self, parts: list[str], display: str, *, create: bool = False) -> Iterator[int]:
