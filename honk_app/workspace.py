@@ -759,7 +759,8 @@ def _links_to_leave_out(
                 staged.pop(path)
             removed += leading_out
         else:
-            return reverted, removed
+            # A path removed, then brought back by reverting a directory above it, stays.
+            return reverted, sorted({path for path in removed if path not in staged})
 
 
 def commit_message(message: str, co_authors: Sequence[str]) -> str:

@@ -691,3 +691,32 @@ async def test_read_base_file_reads_git_objects_never_the_tree_or_links(
             with pytest.raises(NotAFile) as refused:
                 await ws.read_base_file(path, max_bytes=1000)
             assert refused.value.kind == kind
+
+
+def test_no_link_is_left_leading_out_whatever_the_trees() -> None:
+    """_links_to_leave_out on many small trees: what is left leads out only where the base
+    already had that very link leading out."""
+    import random
+
+    from honk_app.workspace import _links_to_leave_out
+
+    paths = ["a", "b", "c", "d/x", "d/y"]
+    targets = [".", "..", "d", "d/..", "d/../..", "a/..", "b/x", "/etc/passwd", ".git",
+               "../c", "x", "c/../..", "a", "y/.."]
+    rng = random.Random(10)
+    for _ in range(3000):
+        head = {p: rng.choice(targets) for p in paths if rng.random() < 0.5}
+        staged = {p: rng.choice(targets) for p in paths if rng.random() < 0.6}
+        reverted, removed = _links_to_leave_out(staged, head)
+        final = dict(staged)
+        for path in reverted:
+            final.pop(path, None)
+            if path in head:
+                final[path] = head[path]
+        for path in removed:
+            final.pop(path)
+        for path, target in final.items():
+            if link_escapes(path, final.get):
+                assert head.get(path) == target and link_escapes(path, head.get), (
+                    head, staged, final)
+        assert set(removed) <= set(head)  # only the base's own links are ever removed
