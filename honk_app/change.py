@@ -46,6 +46,7 @@ from honk_app.config import (
     parse_repo_config,
 )
 from honk_app.status import CheckResult
+from honk_app.triggers import BRANCH_PREFIX
 from honk_app.workspace import NotAFile, Workspace
 
 if TYPE_CHECKING:
@@ -184,6 +185,11 @@ async def make_change(
 
 async def _repo_config(workspace: Workspace) -> RepoConfig:
     """`.github/honk.yml` as the base branch has it (not as the agent may have left it)."""
+    if workspace.base_branch.startswith(BRANCH_PREFIX):
+        # A pull request stacked on one of Honk's branches: that base is agent-written.
+        raise RunFailed("agent_base", f"This pull request's base is `{workspace.base_branch}`, "
+                        "a branch Honk writes, and Honk takes its configuration only from "
+                        "branches people write; retarget it and comment `/honk` again.")
     where = f"{REPO_CONFIG_PATH} on `{workspace.base_branch}`"
     try:
         data = await workspace.read_base_file(REPO_CONFIG_PATH, max_bytes=MAX_CONFIG_BYTES)

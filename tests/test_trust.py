@@ -210,3 +210,23 @@ def test_an_old_trigger_without_the_issue_text_reads_it_from_github() -> None:
     assert asyncio.run(worker._issue_as_asked(run, old, GitHubSeam())) == (  # type: ignore[arg-type]
         "As GitHub has it now", "")
     assert fetched == [7]
+
+
+def test_a_pull_request_stacked_on_a_honk_branch_takes_no_config_from_it(
+        tmp_path: Path) -> None:
+    with sample_honk(tmp_path, [report("never used")]) as honk:
+        sim = honk.github
+        sim.push_files(REPO, "honk/1-fix", {".github/honk.yml": "setup: [env]\n"},
+                       author=MAINTAINER, message="As an agent might have")
+        sim.push_files(REPO, "feature", {"NOTES.md": "notes\n"}, author=MAINTAINER,
+                       message="Notes")
+        pull = sim.open_pull(REPO, head="feature", base="honk/1-fix", title="Notes", body="",
+                             author=MAINTAINER)
+        sim.comment(REPO, pull, "/honk tidy this up", author=MAINTAINER)
+        run = honk.wait_until_idle(2)[-1]
+        assert run["outcome"] == "agent_base", run
+        assert status_of(honk, pull).startswith(
+            "😕 **Honk stopped**: This pull request's base is `honk/1-fix`, a branch Honk "
+            "writes, and Honk takes its configuration only from branches people write; "
+            "retarget it and comment `/honk` again.")
+        assert honk.claude is not None and honk.claude.requests == []
