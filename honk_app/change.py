@@ -290,7 +290,9 @@ def _agent(
         budget=Budget(
             max_turns=limits.max_turns,
             max_cost_usd=limits.max_cost_usd,
-            timeout_seconds=deadline.left(),
+            # Whole seconds, as the agent reports them; the run's deadline is kept in
+            # _converse, since the agent's budget does not count the checks between rounds.
+            timeout_seconds=float(int(deadline.left())),
         ),
         on_turn=on_turn,
         transcript_path=transcript,
@@ -327,8 +329,6 @@ async def _instructions(workspace: Workspace) -> str | None:
 async def _converse(
     agent: Agent, turns: Awaitable[AgentResult], deadline: Deadline
 ) -> AgentResult:
-    # The agent's own time budget counts only its own time; the run's deadline also
-    # counts the checks between its turns, so it is enforced here too.
     try:
         async with asyncio.timeout(deadline.left()) as backstop:
             return await turns
