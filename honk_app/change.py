@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
+STEERING_FILES = (REPO_CONFIG_PATH, *INSTRUCTION_FILES)
 MAX_INSTRUCTION_CHARS = 20_000
 MAX_CONFIG_BYTES = 64 * 1024
 SETUP_TIMEOUT_SECONDS = 15 * 60.0
@@ -180,6 +181,12 @@ async def make_change(
             "the checks" if result.report is not None else AGENT_WORK)
         change.notes.append(f"{_capitalized(change.out_of_time)}; this is the work done by "
                             "then.")
+    steering = [path for path in await workspace.changed_paths() if path in STEERING_FILES]
+    if steering:
+        listed = ", ".join(f"`{path}`" for path in steering)
+        change.notes.append(f"This change edits {listed}, which steer Honk's runs once merged "
+                            "(its setup commands, checks, model and instructions): review "
+                            "them as code.")
     return change
 
 

@@ -86,6 +86,9 @@ def test_config_and_agents_md_the_agent_wrote_do_not_steer_the_follow_up(
         # The agent's files are on its branch, as any file it writes would be.
         assert "check_rounds: 100000" in git_out(sim.git_dir(REPO), "show",
                                                  f"{branch}:.github/honk.yml")
+        # ...and the pull request tells the reviewer what they would steer once merged.
+        assert ("This change edits `.github/honk.yml`, `AGENTS.md`, which steer Honk's runs "
+                "once merged") in pull["body"]
         assert honk.claude is not None
         seen = len(honk.claude.requests)
 
