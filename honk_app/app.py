@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from honk_app import metrics, pages
+from honk_app.agent.sandbox_user import sandbox_user
 from honk_app.backend import Backend, Workers, open_backend
 from honk_app.config import Settings
 from honk_app.github import GitHubApp
@@ -48,7 +49,9 @@ def build_services(settings: Settings, store: RunStore, redactor: Redactor) -> S
         settings=settings,
         store=store,
         github=GitHubApp(settings, redactor),
-        workspaces=WorkspaceManager(settings.data_dir),
+        workspaces=WorkspaceManager(
+            settings.data_dir, sandbox=sandbox_user(settings.sandbox_uid, settings.sandbox_gid)
+        ),
         anthropic=model,
         redactor=redactor,
     )

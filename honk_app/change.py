@@ -35,6 +35,7 @@ from honk_app.agent.sandbox import (
     SandboxUnavailable,
     check_available,
 )
+from honk_app.agent.sandbox_user import sandbox_user
 from honk_app.agent.tools import AgentTools
 from honk_app.config import (
     REPO_CONFIG_PATH,
@@ -227,10 +228,15 @@ def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sand
 def agent_sandbox(settings: Settings, path: Path, read_only: Sequence[Path], *,
                   network: bool) -> Sandbox:
     """The sandbox every agent command, setup command and check runs in (and `honk sandbox`)."""
+    user = sandbox_user(settings.sandbox_uid, settings.sandbox_gid)
     if not settings.unsafe_no_sandbox:
-        check_available()
-    return Sandbox(path, read_only_paths=read_only, network=network, limits=SandboxLimits(),
-                   env=AGENT_ENVIRONMENT, unsafe_no_sandbox=settings.unsafe_no_sandbox)
+        check_available(user)
+    limits = SandboxLimits(memory_bytes=settings.sandbox_memory_mb * 2**20,
+                           disk_bytes=settings.sandbox_disk_mb * 2**20,
+                           disk_files=settings.sandbox_files,
+                           **({"cpus": settings.sandbox_cpus} if settings.sandbox_cpus else {}))
+    return Sandbox(path, read_only_paths=read_only, network=network, limits=limits,
+                   env=AGENT_ENVIRONMENT, unsafe_no_sandbox=settings.unsafe_no_sandbox, user=user)
 
 
 async def _setup(

@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
+    if args.command in ("serve", "worker", "demo"):
+        os.umask(0o077)  # the database, transcripts and keys: readable by Honk alone
     if args.command == "demo":
         from honk_app.demo import run_demo
 
@@ -70,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # One redactor for the logs and the app: secrets the setup page adds reach both.
     redactor = Redactor(settings.secrets)
     configure_logging(level=settings.log_level, fmt=settings.log_format, redactor=redactor)
+    if args.command in ("serve", "worker"):
+        _private_data_dir(settings.data_dir)
+        _report_sandbox(settings)
     if args.command == "serve":
         return _serve(settings, redactor, with_worker=not args.no_worker)
     if args.command == "runs":
@@ -79,6 +84,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     return asyncio.run(_sandbox(settings, args.workspace, args.argv, network=args.network))
+
+
+def _private_data_dir(data_dir: Path) -> None:
+    """The data directory 0700 and what is in it Honk's alone (0600 files, 0700 directories),
+    including what an older Honk made with a laxer umask. Slots and mirrors are the
+    exception: they belong to the sandbox's group (see honk_app/agent/sandbox_user.py)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for entry in data_dir.iterdir():
+        if entry.name in ("mirrors", "worktrees") or entry.is_symlink():
+            continue
+        paths = [entry, *entry.rglob("*")] if entry.is_dir() else [entry]
+        for path in paths:
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def _report_sandbox(settings: Settings) -> None:
+    """One log line at start: which sandbox limits this host cannot enforce."""
+    if settings.unsafe_no_sandbox:
+        return
+    from honk_app.agent.sandbox import report_enforcement
+    from honk_app.agent.sandbox_user import sandbox_user
+
+    report_enforcement(sandbox_user(settings.sandbox_uid, settings.sandbox_gid))
 
 
 def _environment() -> dict[str, str]:
@@ -194,7 +224,15 @@ async def _sandbox(settings: Settings, workspace: Path, argv: list[str], *, netw
     except SandboxUnavailable as error:
         print(f"honk sandbox: {error}", file=sys.stderr)
         return 2
-    return await sandbox.run_argv(command, inherit_stdio=True)
+    owner = sandbox.file_owner
+    if owner is not None and workspace.stat().st_uid != owner[0]:
+        print(f"honk sandbox: note: commands run as uid {owner[0]}, which does not own "
+              f"{workspace}; they may not write it (chown -R {owner[0]}:{owner[1]} it, or set "
+              "HONK_SANDBOX_UID).", file=sys.stderr)
+    status = await sandbox.run_argv(command, inherit_stdio=True)
+    if sandbox.last_stop:
+        print(f"honk sandbox: {sandbox.last_stop}", file=sys.stderr)
+    return status
 
 
 def _git_dirs(workspace: Path) -> tuple[Path, ...]:

@@ -62,6 +62,12 @@ class Settings:
     check_rounds_cap: int = 5
     allow_network: bool = False
     unsafe_no_sandbox: bool = False
+    sandbox_uid: int = 65534
+    sandbox_gid: int | None = None  # None: the uid's primary group
+    sandbox_memory_mb: int = 4096
+    sandbox_cpus: float | None = None  # None: half the host's cores, at least one
+    sandbox_disk_mb: int = 10240
+    sandbox_files: int = 500_000
 
     @property
     def has_app_credentials(self) -> bool:
@@ -126,6 +132,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                               maximum=MAX_CHECK_ROUNDS),
         allow_network=_bool(env, "HONK_ALLOW_NETWORK"),
         unsafe_no_sandbox=_bool(env, "HONK_UNSAFE_NO_SANDBOX"),
+        sandbox_uid=_int(env, "HONK_SANDBOX_UID", 65534, minimum=1, maximum=2**32 - 2),
+        sandbox_gid=_optional_id(env, "HONK_SANDBOX_GID"),
+        sandbox_memory_mb=_int(env, "HONK_SANDBOX_MEMORY_MB", 4096, minimum=64,
+                               maximum=1024 * 1024),
+        sandbox_cpus=_float(env, "HONK_SANDBOX_CPUS", 0.0) or None,
+        sandbox_disk_mb=_int(env, "HONK_SANDBOX_DISK_MB", 10240, minimum=16,
+                             maximum=1024 * 1024 * 1024),
+        sandbox_files=_int(env, "HONK_SANDBOX_FILES", 500_000, minimum=100,
+                           maximum=2**31),
     )
 
 
@@ -149,6 +164,10 @@ def _models(env: Mapping[str, str], default_model: str) -> tuple[str, ...]:
         raise SettingsError("HONK_MODELS must be model ids separated by commas, e.g. "
                             f"{','.join(CURRENT_MODELS[:2])}")
     return tuple(dict.fromkeys([default_model, *listed]))
+
+
+def _optional_id(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, 0, minimum=1, maximum=2**32 - 2) if env.get(name) else None
 
 
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:

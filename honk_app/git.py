@@ -24,6 +24,7 @@ log = structlog.get_logger()
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REMOTE_SCHEMES = frozenset({"https", "http", "file", "git"})
 STDERR_LIMIT = 2_000
+GIT_UMASK = 0o007
 
 # Settings given on the command line outrank every config file, so these hold whatever
 # the repository's config says.
@@ -293,6 +294,9 @@ class Git:
             *args,
             cwd=self.work_tree if self.work_tree is not None else self.git_dir,
             env=process_env,
+            # Group-writable, in directories of the sandbox's group (see sandbox_user): what
+            # git writes into a worktree stays writable by the agent's uid.
+            umask=GIT_UMASK,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

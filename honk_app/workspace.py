@@ -29,6 +29,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from honk_app.agent.sandbox_user import SandboxUser, sandbox_user, seal_tree, share_dir, share_tree
 from honk_app.git import Git, GitError, GitRemote, PushRejected
 from honk_app.links import link_escapes
 
@@ -128,8 +129,9 @@ class FileLock:
 class Mirror:
     """The bare mirror of one repository, shared by that repository's slots."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, user: SandboxUser | None = None) -> None:
         self.path = path
+        self.user = user or sandbox_user()
         self._lock = asyncio.Lock()
         self._lock_path = path.with_suffix(".lock")
 
@@ -150,7 +152,7 @@ class Mirror:
         log.info("workspace.mirror_create", mirror=str(self.path))
         fresh = self.path.with_name(self.path.name + ".new")
         shutil.rmtree(fresh, ignore_errors=True)
-        fresh.mkdir(parents=True)
+        share_dir(fresh, self.user)  # the sandbox's group reads it (read-only git inside)
         git = Git(fresh)
         await git.run("init", "--bare", "--quiet", "--template=")
         await git.run("config", "core.logAllRefUpdates", "false")
@@ -399,6 +401,7 @@ class Workspace:
         """Stage the whole working tree in git's index, then unstage what must not be
         committed: nested repositories, and symlinks the change makes lead out of the
         workspace (or into .git). Returns the unstaged paths (and logs them if `report`)."""
+        await seal_tree(self.path)  # no setuid bits, no fifo for git to hang on
         await git.run("add", "--all", "--", ".")
         raw = await git.run(
             "diff", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD", "--"
@@ -483,12 +486,19 @@ class Workspace:
 class WorkspaceManager:
     """Hands out workspaces: a mirror per repository and a pool of kept worktrees."""
 
-    def __init__(self, data_dir: Path, *, pool_size: int = 2) -> None:
+    def __init__(self, data_dir: Path, *, pool_size: int = 2,
+                 sandbox: SandboxUser | None = None) -> None:
         self._data_dir = data_dir.resolve()
         self._pool_size = pool_size
+        self._user = sandbox or sandbox_user()
         self._mirrors: dict[str, Mirror] = {}
         self._swept: set[Path] = set()
         (self._data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        for shared in ("mirrors", "worktrees"):
+            path = self._data_dir / shared
+            if path.is_dir() and self._user.separate and path.stat().st_gid != self._user.gid:
+                share_tree(path, self._user)  # made before the sandbox had its own uid
+            share_dir(path, self._user)
 
     @asynccontextmanager
     async def checkout(
@@ -556,6 +566,7 @@ class WorkspaceManager:
         the last run (or a process that died) left goes. Touches nothing but the slot."""
         if not slot.is_registered():
             return
+        await seal_tree(slot.path)  # before host git reads what the last run left
         slot.scrub_git_dir()
         git = Git(slot.git_dir, slot.path)
         try:
@@ -588,14 +599,14 @@ class WorkspaceManager:
         key = repo.lower()  # GitHub's names are not case-sensitive
         if key not in self._mirrors:
             path = self._data_dir / "mirrors" / f"{key}.git"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._mirrors[key] = Mirror(path)
+            share_dir(path.parent, self._user)
+            self._mirrors[key] = Mirror(path, self._user)
         return self._mirrors[key]
 
     def _take_slot(self, repo: str) -> Slot:
         """The first slot no one holds; past the pool size, an overflow slot."""
         slots_dir = self._data_dir / "worktrees" / repo.lower()
-        slots_dir.mkdir(parents=True, exist_ok=True)
+        share_dir(slots_dir, self._user)
         mirror = self._mirror(repo)
         number = 0
         while True:

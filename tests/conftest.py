@@ -135,3 +135,20 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def sandbox_owned(path: Path) -> Path:
+    """Give a test's workspace to the sandbox's uid, as WorkspaceManager's slots are given to
+    its group: run as root, Honk runs commands as 65534, which must be able to write it."""
+    import os
+
+    from honk_app.agent.sandbox_user import sandbox_user
+
+    user = sandbox_user()
+    if user.separate:
+        for directory, dirs, files in os.walk(path):
+            os.chown(directory, user.uid, user.gid)
+            for name in [*dirs, *files]:
+                os.chown(os.path.join(directory, name), user.uid, user.gid,
+                         follow_symlinks=False)
+    return path

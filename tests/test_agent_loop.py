@@ -32,6 +32,7 @@ from honk_app.agent.sandbox import Sandbox, SandboxUnavailable, check_available
 from honk_app.agent.tools import AgentTools
 from honk_app.agent.types import ToolOutput
 from honk_app.sim.claude import SCRIPTS_DIR, ScriptedClaude, iter_tool_results, long_run_script
+from tests.conftest import sandbox_owned
 
 MODEL = "claude-sonnet-5-5"
 API_KEY = "sk-ant-test-key-do-not-leak"
@@ -134,7 +135,7 @@ def sample_repo(tmp_path: Path) -> Path:
             """
         )
     )
-    return root
+    return sandbox_owned(root)
 
 
 def drive(

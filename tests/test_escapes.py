@@ -16,6 +16,7 @@ import pytest
 
 from honk_app.agent.sandbox import TIMEOUT_EXIT_CODE, CommandResult, Sandbox, SandboxLimits
 from honk_app.agent.tools import AgentTools
+from tests.conftest import sandbox_owned
 
 LIMITS = SandboxLimits(timeout_seconds=20)
 
@@ -29,7 +30,7 @@ def repo(tmp_path: Path) -> Path:
     git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "first"], check=True)
-    return path
+    return sandbox_owned(path)
 
 
 def run(sandbox: Sandbox, command: str, **kwargs: float) -> CommandResult:
@@ -52,7 +53,8 @@ def test_proc_shows_no_host_process_or_environment(repo: Path) -> None:
         del os.environ["HONK_TEST_SECRET"]
     assert marker not in result.output
     pid1_env, all_env, rest = result.output.split("---\n")
-    assert sorted(pid1_env.split()) == [  # the allowlist, and the PWD its bash sets
+    assert [line for line in sorted(pid1_env.split()) if not line.startswith("GIT_CONFIG_")] \
+        == [  # the allowlist, and the PWD its bash sets
         "HOME=/tmp/home", "LANG=C.UTF-8",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PWD=/workspace", "TERM=dumb"]
@@ -159,8 +161,9 @@ def test_git_config_and_hooks_cannot_be_changed(repo: Path) -> None:
 
 def test_git_worktree_metadata_is_read_only(repo: Path, tmp_path: Path) -> None:
     worktree = tmp_path / "run-1"
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "honk/1",
+    subprocess.run(["git", "-C", str(repo), "-c", "safe.directory=*", "worktree", "add", "-q", "-b", "honk/1",
                     str(worktree)], check=True)
+    sandbox_owned(worktree)
     gitdir_pointer = (worktree / ".git").read_text()
     sandbox = Sandbox(worktree, read_only_paths=[repo / ".git"], limits=LIMITS)
     result = run(sandbox, "git log --format=%s; echo x > new.txt; git status --short; "

@@ -22,6 +22,7 @@ from honk_app.agent.sandbox import (
     cap_text,
     check_available,
 )
+from tests.conftest import sandbox_owned
 
 QUICK = SandboxLimits(timeout_seconds=20)
 
@@ -31,7 +32,7 @@ def workspace(tmp_path: Path) -> Path:
     path = tmp_path / "workspace"
     path.mkdir()
     (path / "README.md").write_text("hello from the host\n")
-    return path
+    return sandbox_owned(path)
 
 
 def run(sandbox: Sandbox, command: str, **kwargs: float) -> CommandResult:
@@ -85,8 +86,12 @@ def test_environment_is_the_allowlist_plus_callers(workspace: Path) -> None:
         del os.environ["HONK_TEST_HOST_ONLY"]
     env = dict(item.split("=", 1) for item in result.output.split("\0") if item)
     env.pop("PWD"), env.pop("SHLVL"), env.pop("_")  # set by bash itself
-    assert env == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   "HOME": "/tmp/home", "LANG": "C.UTF-8", "TERM": "dumb", "CI": "true"}
+    expected = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME": "/tmp/home", "LANG": "C.UTF-8", "TERM": "dumb", "CI": "true"}
+    if sandbox.file_owner is not None:  # run by root: git inside accepts root's slots
+        expected |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
+                     "GIT_CONFIG_VALUE_0": "*"}
+    assert env == expected
 
 
 def test_home_and_tmp_are_private_and_writable(workspace: Path) -> None:
@@ -111,7 +116,8 @@ def test_namespaces_are_all_new(workspace: Path) -> None:
 
 
 def test_git_works_read_only_inside(workspace: Path) -> None:
-    git = ["git", "-C", str(workspace), "-c", "user.name=t", "-c", "user.email=t@t"]
+    git = ["git", "-C", str(workspace), "-c", "user.name=t", "-c", "user.email=t@t",
+           "-c", "safe.directory=*"]
     subprocess.run(["git", "init", "-q", str(workspace)], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "first"], check=True)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import sandbox_owned
+
 HONK = shutil.which("honk") or str(Path(sys.executable).with_name("honk"))
 
 
@@ -19,8 +21,8 @@ def honk_sandbox(workspace: Path, *command: str, env: dict[str, str] | None = No
 
 
 def test_exits_with_the_commands_status_and_writes_only_the_workspace(tmp_path: Path) -> None:
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
+    (tmp_path / "ws").mkdir()
+    workspace = sandbox_owned(tmp_path / "ws")
     done = honk_sandbox(workspace, "sh", "-c",
                         "echo made > made.txt; pwd; touch /etc/honk-test 2>&1; exit 7")
     assert done.returncode == 7
@@ -45,8 +47,8 @@ def test_a_worktree_reads_its_git_history_but_cannot_write_it(tmp_path: Path) ->
 
 
 def test_without_bubblewrap_it_refuses_and_says_how_to_install_it(tmp_path: Path) -> None:
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
+    (tmp_path / "ws").mkdir()
+    workspace = sandbox_owned(tmp_path / "ws")
     bare_path = tmp_path / "bin"  # everything Honk needs on PATH but bwrap
     bare_path.mkdir()
     for tool in ("prlimit", "sh", "bash"):

@@ -13,6 +13,7 @@ import pytest
 from honk_app.agent.sandbox import Sandbox, SandboxLimits
 from honk_app.agent.tools import AgentTools
 from honk_app.agent.types import ToolOutput
+from tests.conftest import sandbox_owned
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def workspace(tmp_path: Path) -> Path:
     (path / "src" / "app.py").write_text("def main():\n    return 1\n\n\nmain()\n")
     (path / "src" / "pkg" / "mod.py").write_text("x = 1\n")
     (path / "src" / "pkg" / "deep" / "too_deep.py").write_text("")
-    return path
+    return sandbox_owned(path)
 
 
 @pytest.fixture

@@ -1,30 +1,23 @@
 """Run the agent's commands under bubblewrap: the workspace read-write, the system read-only.
 
-Every command the agent chooses is treated as hostile. It runs in fresh user, pid, ipc,
-uts, cgroup and (unless the operator allows it) network namespaces, with no capabilities,
-`no_new_privs`, an environment built from an allowlist, a private /tmp, and only these host
-paths: the system directories read-only (with password and key files masked), the workspace
-read-write at /workspace, and the paths the caller names read-only. The workspace's own
-`.git` is bound read-only over itself, so hooks, config and refs cannot be changed.
+Every command the agent chooses is treated as hostile. It runs in fresh pid, ipc, uts,
+cgroup and (unless the operator allows it) network namespaces, as a host uid that owns
+nothing (sandbox_user), with no capabilities, `no_new_privs`, a seccomp filter
+(sandbox_seccomp), an environment built from an allowlist, and the filesystem that
+sandbox_mounts describes.
 
-Limits, as measured on this machine (kernel 6.18, run as root, cgroup v1 with a writable
-pids hierarchy, bubblewrap 0.8.0):
+Limits, as measured on this machine (kernel 6.18, run as root, cgroup v1 with writable
+pids, memory and cpu hierarchies, bubblewrap 0.8.0):
 - Time: each command is killed at its timeout. Killing bwrap (SIGKILL to its process
   group) kills the sandbox's pid 1 through `--die-with-parent`, and the kernel then kills
   every process of the pid namespace, daemonised or not.
-- Processes: RLIMIT_NPROC does not bound a fork bomb here. The kernel exempts tasks whose
-  real uid is host root (`real_cred->user == INIT_USER` in copy_process), and bwrap run
-  by root maps the sandbox's uid, whatever `--uid` says, to host root. Measured: 300
-  background `sleep`s started under `prlimit --nproc=50`. Run as an unprivileged host
-  uid, the same limit stops at 50 (since kernel 5.14 the count is kept per user namespace,
-  though the parent level is the host uid's total). What really bounds it for root is a
-  pids cgroup: each command runs alone in one (kept for the next command once empty), with
-  `pids.max`, entered by a tiny `sh` that writes its pid to `cgroup.procs` and then execs
-  the rest, so nothing forks outside it. Measured: stops at 50. We use a cgroup when one
-  can be created (v2 or v1) and always set RLIMIT_NPROC too, which bounds a non-root worker.
-- Memory and files: RLIMIT_AS and RLIMIT_FSIZE (prlimit); the private /tmp and /dev/shm
-  are size-capped tmpfs, and / and /dev are read-only, so RAM cannot be filled by writing
-  files either.
+- Processes, memory, CPU: per command, not per process (sandbox_cgroups): a pids cgroup
+  (RLIMIT_NPROC does not bind root and counts a uid's processes host-wide), a memory
+  cgroup that counts every process and the private /tmp and /dev/shm together, and a CPU
+  quota. RLIMIT_AS and RLIMIT_NPROC stay as a per-process floor, and are all there is
+  where no cgroup can be made (Honk says so once at start).
+- Disk: RLIMIT_FSIZE caps each file; the workspace's bytes and files are capped as a whole
+  by measurement (sandbox_disk); /tmp and /dev/shm are tmpfs with a size.
 - Output: one pipe carries stdout and stderr interleaved; the reader keeps a head and a
   rolling tail and only counts what falls between, so 10 GB of output costs no memory.
 """
@@ -35,60 +28,67 @@ import asyncio
 import collections
 import contextlib
 import functools
-import glob
-import itertools
 import os
 import shutil
 import signal
 import stat
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import structlog
 
+from honk_app.agent.sandbox_cgroups import (
+    Cgroup,
+    CgroupLimits,
+    command_cgroups,
+    missing_controllers,
+)
+from honk_app.agent.sandbox_disk import DiskCap, Usage
+from honk_app.agent.sandbox_mounts import SANDBOX_HOME, WORKSPACE_MOUNT, bwrap_argv
+from honk_app.agent.sandbox_user import SandboxUser, sandbox_user
+
 log = structlog.get_logger()
 
-WORKSPACE_MOUNT = "/workspace"
-SANDBOX_HOME = "/tmp/home"
+__all__ = ["SANDBOX_HOME", "WORKSPACE_MOUNT"]
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT_EXIT_CODE = 124
+STOPPED_EXIT_CODE = 137  # killed, as a shell reports SIGKILL
 MAX_COMMAND_BYTES = 100_000  # well under Linux's 128 KiB cap on one argument
 UNSAFE_SWITCH = "HONK_UNSAFE_NO_SANDBOX=1"
-
-_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-# Readable by the sandbox's uid when the worker runs as root (it owns them): mask them.
-_SECRET_SYSTEM_PATHS = (
-    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
-    "/etc/sudoers.d", "/etc/ssl/private", "/etc/security/opasswd", "/etc/credstore",
-    "/etc/credstore.encrypted", "/etc/ssh/ssh_host_*key*",
-)
-# The sandbox's pid 1: a shell that runs the command as its child, reaps orphans, and exits
-# with the command's status. bwrap's own init (without --as-pid-1) reports the status and
-# exits, and the outer bwrap then exits without reaping it: the zombie went to the host's
-# init and stayed charged to the pids cgroup (2 s with this container's init), so the
-# cgroup could not be reused at once. Run as pid 2, the command keeps ordinary signal
-# semantics (`kill $$` works).
-_SANDBOX_INIT = ("bash", "-c", '"$@"; exit $?', "honk-init")
-_SHM_BYTES = 256 * 2**20
 _KILL_GRACE_SECONDS = 2.0
+# Enters the command's cgroups (one cgroup.procs file per hierarchy, up to "--"), sets the
+# umask the sandbox's files get (not Honk's 077), then execs the rest, so every descendant
+# starts inside the cgroups. It also unsets the PWD it exports, which would show the host's
+# cwd inside.
+_LAUNCHER = ("/bin/sh", "-c", 'unset PWD; umask 022; while [ "$1" != -- ]; do '
+             'echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"', "honk-launch")
+
+
+def default_cpus() -> float:
+    """Half this machine's cores, at least one."""
+    return max(1.0, (os.cpu_count() or 2) / 2)
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     timeout_seconds: float = 300.0      # per command
-    memory_bytes: int = 4 * 2**30       # address space per process; also the /tmp size
-    max_processes: int = 256            # fork-bomb guard
+    memory_bytes: int = 4 * 2**30       # one command's processes and tmpfs together; also
+    #                                     each process's address space and the /tmp size
+    max_processes: int = 256            # fork-bomb guard, per command
     max_file_bytes: int = 1 * 2**30     # largest file a command may write
     output_limit_chars: int = 30_000    # output returned to the model: head and tail kept
+    cpus: float = field(default_factory=default_cpus)  # CPU quota, in cores
+    disk_bytes: int = 10 * 2**30        # the whole workspace, checkout included
+    disk_files: int = 500_000           # files and directories in the workspace
 
 
 @dataclass(frozen=True)
 class CommandResult:
-    exit_code: int      # the command's status; 124 on timeout
+    exit_code: int      # the command's status; 124 on timeout, 137 when stopped at a cap
     output: str         # stdout and stderr interleaved, capped, with a line saying what was cut
     timed_out: bool
     truncated: bool
@@ -98,16 +98,17 @@ class SandboxUnavailable(Exception):
     """bubblewrap is missing or cannot create namespaces on this host."""
 
 
-def check_available() -> None:
+def check_available(user: SandboxUser | None = None) -> None:
     """Raise SandboxUnavailable unless bubblewrap can build the sandbox Honk uses here."""
     bwrap = _require_bwrap()
     _require_prlimit()
-    with tempfile.TemporaryDirectory(prefix="honk-sandbox-check-") as workspace:
-        argv = _bwrap_argv(bwrap, Path(workspace), binds=[], network=False,
-                           limits=SandboxLimits())
+    user = user or sandbox_user()
+    with tempfile.TemporaryDirectory(prefix="honk-sandbox-check-") as workspace, \
+            bwrap_argv(bwrap, Path(workspace), binds=[], network=False,
+                       memory_bytes=SandboxLimits().memory_bytes, user=user) as (argv, fds):
         try:
             trial = subprocess.run([*argv, "true"], capture_output=True, timeout=30,
-                                   env={"PATH": SANDBOX_PATH})
+                                   env={"PATH": SANDBOX_PATH}, pass_fds=fds.fds)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise SandboxUnavailable(_cannot_sandbox(str(error))) from error
     if trial.returncode != 0:
@@ -115,24 +116,45 @@ def check_available() -> None:
         raise SandboxUnavailable(_cannot_sandbox(reason[0] if reason else "no message"))
 
 
+@functools.cache
+def report_enforcement(user: SandboxUser | None = None) -> list[str]:
+    """Say once, in one log line, which limits this host cannot enforce; return them."""
+    user = user or sandbox_user()
+    missing = missing_controllers()
+    fallbacks = {"pids": "processes: RLIMIT_NPROC only (it does not bind root)",
+                 "memory": "memory: RLIMIT_AS per process only, not per command",
+                 "cpu": "cpu: no quota"}
+    unenforced = [fallbacks[name] for name in missing]
+    if unenforced:
+        log.warning("sandbox limits not enforced here (no writable cgroup): "
+                    + "; ".join(unenforced), sandbox_uid=user.uid if user.separate else os.getuid())
+    else:
+        log.info("sandbox limits: pids, memory and cpu cgroups per command",
+                 sandbox_uid=user.uid if user.separate else os.getuid())
+    return unenforced
+
+
 class Sandbox:
     """Runs commands in one workspace, each in a fresh sandbox with the same shape."""
 
     def __init__(self, workspace: Path, *, read_only_paths: Sequence[Path] = (),
-                 network: bool = False, limits: SandboxLimits = SandboxLimits(),
-                 env: Mapping[str, str] | None = None, unsafe_no_sandbox: bool = False) -> None:
+                 network: bool = False, limits: SandboxLimits | None = None,
+                 env: Mapping[str, str] | None = None, unsafe_no_sandbox: bool = False,
+                 user: SandboxUser | None = None) -> None:
         self.workspace = workspace.resolve(strict=True)
         if not self.workspace.is_dir():
             raise NotADirectoryError(f"workspace {self.workspace} is not a directory")
-        self.limits = limits
+        self.limits = limits = limits or SandboxLimits()
         self.network = network
         self.unsafe_no_sandbox = unsafe_no_sandbox
+        self.user = user or sandbox_user()
         self._read_only_paths = [path.resolve(strict=True) for path in read_only_paths]
         self._git_entry = _git_entry_identity(self.workspace)
         self._prlimit = _require_prlimit()
-        self._cgroups = _process_cgroups()
-        if self._cgroups is None and os.geteuid() == 0:
-            _warn_no_process_cap()
+        self._cgroups = command_cgroups()
+        self._disk = DiskCap(self.workspace, max_bytes=limits.disk_bytes,
+                             max_files=limits.disk_files)
+        self.last_stop: str | None = None  # why the last command was stopped at a cap
         if unsafe_no_sandbox:
             _warn_unsafe_once()
             self._bwrap = ""
@@ -142,11 +164,23 @@ class Sandbox:
             home = SANDBOX_HOME
         self._env = {"PATH": SANDBOX_PATH, "HOME": home, "LANG": "C.UTF-8", "TERM": "dumb",
                      **(env or {})}
+        if self.file_owner is not None:
+            # Slots belong to root (group: the sandbox's): read-only git inside must not
+            # refuse them as of "dubious ownership".
+            self._env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
+                          "GIT_CONFIG_VALUE_0": "*"}
 
     @property
     def process_cap(self) -> str:
-        """How the process count is bounded: 'cgroup v2', 'cgroup v1' or 'rlimit'."""
-        return self._cgroups.name if self._cgroups else "rlimit"
+        """How the process count is bounded: 'cgroup v1', 'cgroup v2' or 'rlimit'."""
+        if self._cgroups and "pids" in self._cgroups.controllers:
+            return self._cgroups.name
+        return "rlimit"
+
+    @property
+    def file_owner(self) -> tuple[int, int] | None:
+        """Whom the host should give files it writes into the workspace (None: itself)."""
+        return None if self.unsafe_no_sandbox else self.user.file_owner
 
     async def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
         """Run `bash -c command` with cwd = the workspace; never raises for the command's sake."""
@@ -179,14 +213,24 @@ class Sandbox:
             if write_end >= 0:
                 os.close(write_end)
         text, truncated = output.render()
+        notes = []
         if timed_out:
+            notes.append(f"[The command timed out after {seconds:g} s and was killed, "
+                         f"with every process it started; exit code {TIMEOUT_EXIT_CODE}.]")
+        if started.stopped_at is not None:
+            exit_code = STOPPED_EXIT_CODE
+            notes.append(self._disk.sentence(started.stopped_at))
+        if started.oom_killed:
+            notes.append(f"[A process was killed: this command's processes and /tmp together "
+                         f"reached the memory cap of {self.limits.memory_bytes / 2**20:,.0f} MiB.]")
+        if notes:
             text += "" if text.endswith("\n") or not text else "\n"
-            text += (f"[The command timed out after {seconds:g} s and was killed, "
-                     f"with every process it started; exit code {TIMEOUT_EXIT_CODE}.]")
+            text += "\n".join(notes)
         return CommandResult(exit_code, text, timed_out=timed_out, truncated=truncated)
 
     async def run_argv(self, argv: Sequence[str], *, inherit_stdio: bool = False) -> int:
-        """Run argv in the same sandbox; return its status (124 on timeout).
+        """Run argv in the same sandbox; return its status (124 on timeout, 137 at the disk
+        cap, with `last_stop` saying why).
 
         inherit_stdio: the command gets this process's stdin, stdout and stderr (for
         `honk sandbox -- CMD`); otherwise stdin is /dev/null and output is discarded.
@@ -197,37 +241,52 @@ class Sandbox:
                 exit_code, _ = await command.wait(self.limits.timeout_seconds, None)
             finally:
                 await command.stop()
+        self.last_stop = None
+        if command.stopped_at is not None:
+            self.last_stop = self._disk.sentence(command.stopped_at)
+            return STOPPED_EXIT_CODE
         return exit_code
 
     @contextlib.asynccontextmanager
     async def _started(self, argv: list[str], **stdio: int | None) -> AsyncIterator[_Command]:
-        cgroup = self._cgroups.acquire(self.limits.max_processes) if self._cgroups else None
+        limits = self.limits
+        cgroup = self._cgroups.acquire(CgroupLimits(limits.max_processes, limits.memory_bytes,
+                                                    limits.cpus)) if self._cgroups else None
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self._launcher(argv, cgroup), env=self._env, start_new_session=True,
-                cwd=self.workspace if self.unsafe_no_sandbox else None, **stdio)
-            yield _Command(process, cgroup, sandboxed=not self.unsafe_no_sandbox)
+            with self._launcher(argv, cgroup) as (launcher, fds):
+                oom_before = cgroup.oom_kills() if cgroup else 0
+                process = await asyncio.create_subprocess_exec(
+                    *launcher, env=self._env, start_new_session=True, pass_fds=fds,
+                    cwd=self.workspace if self.unsafe_no_sandbox else None, **stdio)
+            command = _Command(process, cgroup, self._disk, sandboxed=not self.unsafe_no_sandbox)
+            try:
+                yield command
+            finally:
+                command.oom_killed = cgroup is not None and cgroup.oom_kills() > oom_before
         finally:
             if cgroup is not None and self._cgroups is not None:
                 await self._cgroups.release(cgroup)
 
-    def _launcher(self, argv: list[str], cgroup: _Cgroup | None) -> list[str]:
-        """[sh entering the cgroup] prlimit, then bwrap (or, unsandboxed, argv directly)."""
+    @contextlib.contextmanager
+    def _launcher(self, argv: list[str],
+                  cgroup: Cgroup | None) -> Iterator[tuple[list[str], list[int]]]:
+        """sh entering the cgroups, prlimit, then bwrap (or, unsandboxed, argv directly)."""
         limits = self.limits
-        command = [self._prlimit, "--core=0", f"--as={limits.memory_bytes}",
-                   f"--fsize={limits.max_file_bytes}", f"--nproc={limits.max_processes}", "--"]
-        if not self.unsafe_no_sandbox:
-            self._check_git_entry()
-            command += _bwrap_argv(self._bwrap, self.workspace, binds=self._binds(),
-                                   network=self.network, limits=limits)
-        command += argv
-        if cgroup is None:
-            return command
-        # The shell moves itself into the cgroup and execs the rest, so every descendant
-        # starts inside it; moving bwrap after it has forked would leave its children out.
-        # It also unsets the PWD it exports, which would show the host's cwd inside.
-        return ["/bin/sh", "-c", 'unset PWD; echo $$ > "$0" && exec "$@"',
-                str(cgroup.procs_file), *command]
+        rlimits = [self._prlimit, "--core=0", f"--as={limits.memory_bytes}",
+                   f"--fsize={limits.max_file_bytes}"]
+        # For a separate uid RLIMIT_NPROC counts every sandbox of the host together: leave
+        # the count to the pids cgroup when there is one.
+        if not (self.user.separate and self.process_cap != "rlimit"):
+            rlimits.append(f"--nproc={limits.max_processes}")
+        procs = [str(path) for path in cgroup.procs_files] if cgroup else []
+        head = [*_LAUNCHER, *procs, "--", *rlimits, "--"]
+        if self.unsafe_no_sandbox:
+            yield [*head, *argv], []
+            return
+        self._check_git_entry()
+        with bwrap_argv(self._bwrap, self.workspace, binds=self._binds(), network=self.network,
+                        memory_bytes=limits.memory_bytes, user=self.user) as (bwrap, fds):
+            yield [*head, *bwrap, *argv], list(fds.fds)
 
     def _binds(self) -> list[tuple[Path, str]]:
         binds = [(self.workspace / ".git", f"{WORKSPACE_MOUNT}/.git")] if self._git_entry else []
@@ -242,27 +301,42 @@ class Sandbox:
 
 
 class _Command:
-    """One started command: its process (bwrap, or bash when unsandboxed) and its cgroup."""
+    """One started command: its process (bwrap, or bash when unsandboxed), its cgroups and
+    the workspace's disk cap."""
 
-    def __init__(self, process: asyncio.subprocess.Process, cgroup: _Cgroup | None, *,
-                 sandboxed: bool) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, cgroup: Cgroup | None,
+                 disk: DiskCap, *, sandboxed: bool) -> None:
         self.process = process
         self.cgroup = cgroup
+        self.disk = disk
         self.sandboxed = sandboxed
+        self.stopped_at: Usage | None = None  # the workspace's usage when stopped at the cap
+        self.oom_killed = False
 
     async def wait(self, seconds: float,
                    drained: asyncio.Future[None] | None) -> tuple[int, bool]:
-        """Wait for the command and its output up to `seconds`; return (status, timed out)."""
+        """Wait for the command and its output up to `seconds`; return (status, timed out).
+        A command that takes the workspace over its disk cap is killed (see stopped_at)."""
+        watch = asyncio.ensure_future(self.disk.watch())
         try:
             async with asyncio.timeout(seconds):
-                status = await self.process.wait()
+                exited = asyncio.ensure_future(self.process.wait())
+                await asyncio.wait({exited, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if not exited.done():
+                    self.stopped_at = watch.result()
+                    self.kill()
+                status = await exited
                 # Unsandboxed, background jobs outlive bash and hold the pipe open; in the
                 # sandbox they already died with its pid namespace.
                 self.kill()
                 if drained is not None:
                     await asyncio.shield(drained)
+                if self.stopped_at is None:
+                    self.stopped_at = await self.disk.over()  # a burst between two polls
         except TimeoutError:
             return TIMEOUT_EXIT_CODE, True
+        finally:
+            watch.cancel()
         # A process killed by signal N is reported as -N; shells say 128 + N.
         return (128 - status if status < 0 else status), False
 
@@ -278,40 +352,6 @@ class _Command:
     async def stop(self) -> None:
         self.kill()
         await self.process.wait()
-
-
-def _bwrap_argv(bwrap: str, workspace: Path, *, binds: list[tuple[Path, str]], network: bool,
-                limits: SandboxLimits) -> list[str]:
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL", "--hostname", "honk-sandbox", "--as-pid-1"]
-    if network:
-        argv += ["--share-net", "--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
-    argv += _system_mounts()
-    argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(min(_SHM_BYTES, limits.memory_bytes)), "--tmpfs", "/dev/shm",
-             "--remount-ro", "/dev",
-             "--size", str(limits.memory_bytes), "--tmpfs", "/tmp", "--dir", SANDBOX_HOME,
-             "--bind", str(workspace), WORKSPACE_MOUNT]
-    for source, target in binds:
-        argv += ["--ro-bind", str(source), target]
-    return [*argv, "--remount-ro", "/", "--chdir", WORKSPACE_MOUNT, "--", *_SANDBOX_INIT]
-
-
-@functools.cache
-def _system_mounts() -> tuple[str, ...]:
-    """The system directories, read-only, with the secret files among them masked."""
-    argv: list[str] = []
-    for path in _SYSTEM_PATHS:
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
-    for path in itertools.chain.from_iterable(glob.glob(p) for p in _SECRET_SYSTEM_PATHS):
-        if os.path.isdir(path):
-            argv += ["--tmpfs", path, "--remount-ro", path]
-        else:
-            argv += ["--ro-bind", "/dev/null", path]
-    return tuple(argv)
 
 
 class OutputBuffer:
@@ -398,151 +438,6 @@ def _cut_line(cut: int, unit: str, total: int) -> str:
     return f"\n[... {cut:,} {unit} cut from the middle of {total:,}; head and tail shown ...]\n"
 
 
-class _Cgroup:
-    """A pids cgroup that holds one command at a time."""
-
-    def __init__(self, path: Path, version: int) -> None:
-        self.path = path
-        self.version = version
-        self.procs_file = path / "cgroup.procs"
-
-    def kill(self) -> None:
-        if self.version == 2 and (self.path / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                (self.path / "cgroup.kill").write_text("1")
-            return
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-    def pids(self) -> list[int]:
-        try:
-            return [int(pid) for pid in self.procs_file.read_text().split()]
-        except OSError:
-            return []
-
-    def charged(self) -> int:
-        """Tasks counted against pids.max: running ones and exited ones not yet reaped."""
-        try:
-            return int((self.path / "pids.current").read_text())
-        except (OSError, ValueError):
-            return -1
-
-    async def stopped(self) -> bool:
-        """Kill what is left and wait until nothing runs in it; False if something still does
-        after about 2 s."""
-        pause = 0.0005
-        for _ in range(200):
-            if not self.pids():
-                return True
-            self.kill()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.01)
-        return False
-
-
-class _Cgroups:
-    """Per-command pids cgroups under `honk-sandbox` in a pids hierarchy, kept for reuse.
-
-    Reuse matters: entering a fresh cgroup cost 14 to 18 ms here (cgroup v1), entering
-    one that held an earlier, finished command about 0.1 ms. A cgroup is reused only once
-    nothing in it is charged, so each command gets exactly max_processes. After a kill,
-    the dead are reparented to the host's init and stay charged until it reaps them (up
-    to 2 s with this container's init): such a cgroup waits in `_draining` meanwhile.
-    """
-
-    def __init__(self, base: Path, version: int) -> None:
-        self.base = base
-        self.version = version
-        self.name = f"cgroup v{version}"
-        self._serial = itertools.count()
-        self._free: list[_Cgroup] = []
-        self._draining: list[_Cgroup] = []
-
-    def acquire(self, max_processes: int) -> _Cgroup:
-        self._reclaim()
-        if self._free:
-            cgroup = self._free.pop()
-        else:
-            path = self.base / f"cmd-{os.getpid()}-{next(self._serial)}"
-            path.mkdir()
-            cgroup = _Cgroup(path, self.version)
-        (cgroup.path / "pids.max").write_text(str(max_processes))
-        return cgroup
-
-    async def release(self, cgroup: _Cgroup) -> None:
-        if not await cgroup.stopped():
-            log.warning("a sandbox cgroup stays busy after SIGKILL; not reusing it",
-                        path=str(cgroup.path))
-            return
-        (self._free if cgroup.charged() == 0 else self._draining).append(cgroup)
-
-    def _reclaim(self) -> None:
-        reaped = [cgroup for cgroup in self._draining if cgroup.charged() == 0]
-        self._free += reaped
-        self._draining = [cgroup for cgroup in self._draining if cgroup not in reaped]
-
-    def remove_stale(self) -> None:
-        """Remove the cgroups of worker processes that are gone (they are empty by then)."""
-        for path in self.base.glob("cmd-*-*"):
-            owner = path.name.split("-")[1]
-            if owner.isdigit() and not _alive(int(owner)):
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-
-
-@functools.cache
-def _process_cgroups() -> _Cgroups | None:
-    """A pids hierarchy where this process may create cgroups, or None (then RLIMIT_NPROC)."""
-    for mount_point, version in _pids_hierarchies():
-        base = Path(mount_point) / "honk-sandbox"
-        try:
-            base.mkdir(exist_ok=True)
-            if version == 2:  # the controller must be enabled on the way down
-                for parent in (Path(mount_point), base):
-                    if "pids" not in (parent / "cgroup.subtree_control").read_text().split():
-                        (parent / "cgroup.subtree_control").write_text("+pids")
-            cgroups = _Cgroups(base, version)
-            cgroups.remove_stale()
-            cgroups._free.append(cgroups.acquire(1))  # proves we may create and limit one
-            return cgroups
-        except OSError as error:
-            log.debug("no usable pids cgroup", mount_point=mount_point, error=str(error))
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pids_hierarchies() -> list[tuple[str, int]]:
-    found = []
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            separator = fields.index("-")
-            mount_point, fstype = fields[4], fields[separator + 1]
-            options = fields[separator + 3].split(",") if len(fields) > separator + 3 else []
-            if fstype == "cgroup" and "pids" in options:
-                found.append((mount_point, 1))
-            elif fstype == "cgroup2" and _lists_pids(Path(mount_point) / "cgroup.controllers"):
-                found.append((mount_point, 2))
-    return found
-
-
-def _lists_pids(controllers: Path) -> bool:
-    try:
-        return "pids" in controllers.read_text().split()
-    except OSError:
-        return False
-
-
 def _git_entry_identity(workspace: Path) -> tuple[int, int] | None:
     try:
         entry = os.lstat(workspace / ".git")
@@ -570,7 +465,7 @@ def _require_prlimit() -> str:
 
 
 def _cannot_sandbox(reason: str) -> str:
-    return (f"bubblewrap cannot create its namespaces here ({reason}): allow user namespaces "
+    return (f"bubblewrap cannot build the sandbox here ({reason}): allow user namespaces "
             "(sysctl kernel.unprivileged_userns_clone=1, or a container run with "
             f"--privileged or seccomp=unconfined), or for local development only set "
             f"{UNSAFE_SWITCH}.")
@@ -581,10 +476,3 @@ def _warn_unsafe_once() -> None:
     log.warning("UNSAFE: agent commands run WITHOUT a sandbox, with this user's access to "
                 "the whole machine and network; use this for local development only",
                 switch=UNSAFE_SWITCH)
-
-
-@functools.cache
-def _warn_no_process_cap() -> None:
-    log.warning("no pids cgroup can be created and RLIMIT_NPROC does not bind root: a fork "
-                "bomb in the sandbox is bounded only by its timeout; run the worker as a "
-                "non-root user or give it a writable cgroup")

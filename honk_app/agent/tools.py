@@ -47,7 +47,8 @@ class AgentTools:
 
     def __init__(self, sandbox: Sandbox, workspace: Path) -> None:
         self.sandbox = sandbox
-        self.editor = Editor(workspace, output_limit_chars=sandbox.limits.output_limit_chars)
+        self.editor = Editor(workspace, output_limit_chars=sandbox.limits.output_limit_chars,
+                             owner=sandbox.file_owner)
 
     async def run_tool(self, name: str, tool_input: Mapping[str, Any]) -> ToolOutput:
         if name == BASH_TOOL:
@@ -84,9 +85,13 @@ class AgentTools:
 class Editor:
     """Anthropic's text editor commands (text_editor_20250728) on files of one workspace."""
 
-    def __init__(self, workspace: Path, *, output_limit_chars: int) -> None:
+    def __init__(self, workspace: Path, *, output_limit_chars: int,
+                 owner: tuple[int, int] | None = None) -> None:
         self.root = workspace.resolve(strict=True)
         self.output_limit_chars = output_limit_chars
+        # The sandbox's (uid, gid) when it is not Honk's: what the editor writes is theirs,
+        # so that the agent's commands can change it as they change their own files.
+        self.owner = owner
 
     def run(self, tool_input: Mapping[str, Any]) -> str:
         command = tool_input.get("command")
@@ -141,7 +146,7 @@ class Editor:
             if existing is not None and not stat.S_ISREG(existing.st_mode):
                 raise EditorError(f"{display} exists and is not a regular file.")
             mode = stat.S_IMODE(existing.st_mode) if existing else 0o644
-            _write(parent, parts[-1], file_text.encode(), mode)
+            _write(parent, parts[-1], file_text.encode(), mode, self.owner)
         return f"File {'overwritten' if existing else 'created'}: {display}"
 
     def str_replace(self, path: str, old_str: str, new_str: str) -> str:
@@ -161,7 +166,7 @@ class Editor:
                                   "surrounding lines so it occurs exactly once.")
             index = text.index(old_str)
             edited = text[:index] + new_str + text[index + len(old_str):]
-            _write(parent, parts[-1], edited.encode(), mode)
+            _write(parent, parts[-1], edited.encode(), mode, self.owner)
         first = text.count("\n", 0, index) + 1
         return _edited(display, edited, first, first + new_str.count("\n"))
 
@@ -180,7 +185,7 @@ class Editor:
             if insert_line == len(lines) and lines and not lines[-1].endswith("\n"):
                 lines[-1] += "\n"
             edited = "".join([*lines[:insert_line], insert_text, *lines[insert_line:]])
-            _write(parent, parts[-1], edited.encode(), mode)
+            _write(parent, parts[-1], edited.encode(), mode, self.owner)
         return _edited(display, edited, insert_line + 1, insert_line + insert_text.count("\n"))
 
     def _writable(self, path: str) -> list[str]:
@@ -232,6 +237,8 @@ class Editor:
                 if create and _lstat(fd, name) is None:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(name, 0o755, dir_fd=fd)
+                        if self.owner is not None:
+                            os.chown(name, *self.owner, dir_fd=fd, follow_symlinks=False)
                 try:
                     child = os.open(name, _DIRECTORY_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
@@ -303,7 +310,8 @@ def _read_text(parent: int, name: str, display: str) -> tuple[str, int]:
     return text, stat.S_IMODE(info.st_mode) if info else 0o644
 
 
-def _write(parent: int, name: str, data: bytes, mode: int) -> None:
+def _write(parent: int, name: str, data: bytes, mode: int,
+           owner: tuple[int, int] | None = None) -> None:
     """Replace parent/name with data: a new file renamed over it, so no link is followed."""
     temporary = f".honk-edit-{uuid.uuid4().hex}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -311,6 +319,8 @@ def _write(parent: int, name: str, data: bytes, mode: int) -> None:
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+            if owner is not None:
+                os.fchown(file.fileno(), *owner)
             os.fchmod(file.fileno(), mode)
         os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
     except BaseException:
