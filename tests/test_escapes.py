@@ -161,7 +161,8 @@ def test_git_config_and_hooks_cannot_be_changed(repo: Path) -> None:
 
 def test_git_worktree_metadata_is_read_only(repo: Path, tmp_path: Path) -> None:
     worktree = tmp_path / "run-1"
-    subprocess.run(["git", "-C", str(repo), "-c", "safe.directory=*", "worktree", "add", "-q", "-b", "honk/1",
+    subprocess.run(["git", "-C", str(repo), "-c", "safe.directory=*", "worktree", "add", "-q",
+                    "-b", "honk/1",
                     str(worktree)], check=True)
     sandbox_owned(worktree)
     gitdir_pointer = (worktree / ".git").read_text()

@@ -7,8 +7,8 @@ or an ordinary container has. Measuring works everywhere Honk runs, at a cost ke
 common path:
 - While a command runs, `statvfs` of the workspace's filesystem (a few microseconds) is
   read every quarter second. Only when that filesystem grew by more than the room the
-  workspace had left at its last measurement (or by MEASURE_EVERY_BYTES / _FILES when it
-  was never measured) is the workspace walked (in a thread) to count its bytes and files.
+  workspace had left at its last measurement (or at all when it
+  was never measured: once, after the first command) is the workspace walked (in a thread) to count its bytes and files.
 - Over the cap, the command is killed and told so; the same check runs once more when a
   command ends, so a short burst is caught too.
 The sandbox's /tmp and /dev/shm are tmpfs with a size, inside the memory cgroup.
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POLL_SECONDS = 0.25
-MEASURE_EVERY_BYTES = 256 * 2**20
-MEASURE_EVERY_FILES = 10_000
+
+
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class DiskCap:
         now = self._filesystem()
         grown = Usage(now.bytes - self._baseline.bytes, now.files - self._baseline.files)
         if self._known is None:
-            return grown.bytes > MEASURE_EVERY_BYTES or grown.files > MEASURE_EVERY_FILES
+            return True  # measured once, when the first command ends
         # Past the cap, any real growth is measured (but not every byte another writer adds).
         return (grown.bytes > max(self.max_bytes - self._known.bytes, 2**20)
                 or grown.files > max(self.max_files - self._known.files, 100))
