@@ -59,7 +59,7 @@ def test_no_setuid_file_can_be_left_on_the_host(workspace: Path) -> None:
     result = run(Sandbox(workspace, limits=LIMITS),
                  "cp /bin/bash rootbash; chmod 4755 rootbash; chmod u+s rootbash; "
                  "chmod 2755 rootbash; install -m 4755 /bin/true t2; "
-                 "python3 -c \"import os; os.close(os.open('t3', os.O_CREAT|os.O_WRONLY, 0o4755))\"; "
+                 "python3 -c \"import os; os.open('t3', os.O_CREAT | os.O_WRONLY, 0o4755)\"; "
                  "ls -l rootbash t2 t3")
     assert result.output.count("Operation not permitted") >= 3, result.output
     for name in ("rootbash", "t2", "t3"):  # t3's open(O_CREAT, 04755) is refused whole
@@ -120,7 +120,7 @@ def test_the_keyring_and_other_kernel_interfaces_are_denied(workspace: Path) -> 
         pytest.skip("the syscall numbers of this probe are x86_64's")
     lines = result.output.splitlines()
     for line in lines[:10]:
-        name, code, error = line.split()
+        _, code, error = line.split()
         assert (code, error) == ("-1", "EPERM"), line
     assert "Operation not permitted" in lines[10]
 

@@ -7,8 +7,8 @@ or an ordinary container has. Measuring works everywhere Honk runs, at a cost ke
 common path:
 - While a command runs, `statvfs` of the workspace's filesystem (a few microseconds) is
   read every quarter second. Only when that filesystem grew by more than the room the
-  workspace had left at its last measurement (or at all when it
-  was never measured: once, after the first command) is the workspace walked (in a thread) to count its bytes and files.
+  workspace had left at its last measurement (and once, after the first command) is the
+  workspace walked (in a thread) to count its bytes and files.
 - Over the cap, the command is killed and told so; the same check runs once more when a
   command ends, so a short burst is caught too.
 The sandbox's /tmp and /dev/shm are tmpfs with a size, inside the memory cgroup.
