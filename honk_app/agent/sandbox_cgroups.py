@@ -65,6 +65,7 @@ class Cgroup:
     def __init__(self, dirs: list[tuple[_Hierarchy, Path]]) -> None:
         self.dirs = dirs
         self.procs_files = [path / "cgroup.procs" for _, path in dirs]
+        self._limits: CgroupLimits | None = None
 
     def _dir(self, controller: str) -> tuple[_Hierarchy, Path] | None:
         for hierarchy, path in self.dirs:
@@ -73,6 +74,9 @@ class Cgroup:
         return None
 
     def limit(self, limits: CgroupLimits) -> None:
+        if limits == self._limits:
+            return  # a reused cgroup keeps its limits: five writes saved a command
+        self._limits = limits
         for hierarchy, path in self.dirs:
             v2 = hierarchy.version == 2
             if "pids" in hierarchy.controllers:
@@ -84,8 +88,6 @@ class Cgroup:
                         (path / "memory.swap.max").write_text("0")
                 else:
                     (path / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-                    with contextlib.suppress(OSError):  # peak of this command alone
-                        (path / "memory.max_usage_in_bytes").write_text("0")
             if "cpu" in hierarchy.controllers:
                 quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
                 if v2:
@@ -119,17 +121,6 @@ class Cgroup:
             return int((found[1] / "pids.current").read_text())
         except (OSError, ValueError):
             return -1
-
-    def memory_peak(self) -> int | None:
-        """The most memory this command held at once (cgroup v1 and v2 >= 5.19), in bytes."""
-        found = self._dir("memory")
-        if found is None:
-            return None
-        name = "memory.peak" if found[0].version == 2 else "memory.max_usage_in_bytes"
-        try:
-            return int((found[1] / name).read_text())
-        except (OSError, ValueError):
-            return None
 
     def oom_kills(self) -> int:
         """How many processes the OOM killer has killed in this cgroup so far."""

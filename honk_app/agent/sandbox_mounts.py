@@ -12,8 +12,11 @@ never root on the host (see sandbox_user).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,13 +45,12 @@ _ETC_ALLOWLIST = (
     "maven", "pip.conf", "npmrc", "gitconfig", "vim", "chromium", "chromium.d", "xml", "sgml",
     "mke2fs.conf",
 )
-_ETC_WITH_NETWORK = ("resolv.conf",)
 _SANDBOX_INIT = ("bash", "-c", '"$@"; exit $?', "honk-init")
 
 
 @dataclass
 class DataFds:
-    """Pipes holding data for bwrap (`--seccomp`, `--ro-bind-data`), one read end each."""
+    """Pipes holding data for bwrap (`--seccomp`), one read end each."""
 
     fds: list[int]
 
@@ -73,18 +75,15 @@ def bwrap_argv(bwrap: str, workspace: Path, *, binds: list[tuple[Path, str]], ne
     """The bwrap command (ending with `--` and the sandbox's init) and the fds it reads."""
     fds = DataFds([])
     try:
-        seccomp = _data_fd(sandbox_seccomp.program())
-        fds.fds.append(seccomp)
-        passwd, group = _identity_files(user)
-        fds.fds += [_data_fd(passwd), _data_fd(group)]
-        yield _argv(bwrap, workspace, binds, network, memory_bytes, user, fds.fds), fds
+        fds.fds.append(_data_fd(sandbox_seccomp.program()))
+        etc = etc_view(user, network=network)
+        yield _argv(bwrap, workspace, binds, network, memory_bytes, user, etc, fds.fds[0]), fds
     finally:
         fds.close()
 
 
 def _argv(bwrap: str, workspace: Path, binds: list[tuple[Path, str]], network: bool,
-          memory_bytes: int, user: SandboxUser, fds: list[int]) -> list[str]:
-    seccomp, passwd, group = fds
+          memory_bytes: int, user: SandboxUser, etc: Path, seccomp: int) -> list[str]:
     if user.separate:
         # Root builds the namespaces without a user namespace; setpriv then drops to the uid.
         argv = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -94,11 +93,10 @@ def _argv(bwrap: str, workspace: Path, binds: list[tuple[Path, str]], network: b
         argv += ["--share-net"] if network else []
     argv += ["--die-with-parent", "--new-session", "--hostname", HOSTNAME, "--as-pid-1",
              "--seccomp", str(seccomp)]
+    argv += _system_mounts()
+    argv += ["--ro-bind", str(etc), "/etc"]
     if network:
         argv += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
-    argv += _system_mounts(network)
-    argv += ["--perms", "0644", "--ro-bind-data", str(passwd), "/etc/passwd",
-             "--perms", "0644", "--ro-bind-data", str(group), "/etc/group"]
     argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev",
              "--perms", "1777", "--size", str(min(SHM_BYTES, memory_bytes)), "--tmpfs", "/dev/shm",
              "--remount-ro", "/dev",
@@ -121,26 +119,70 @@ def _argv(bwrap: str, workspace: Path, binds: list[tuple[Path, str]], network: b
 
 
 @functools.cache
-def _system_mounts(network: bool) -> tuple[str, ...]:
+def _system_mounts() -> tuple[str, ...]:
     argv: list[str] = []
     for path in _SYSTEM_PATHS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    names = _ETC_ALLOWLIST + (_ETC_WITH_NETWORK if network else ())
-    # Made by bwrap as root, directories would otherwise be 0700 to the sandbox's uid.
-    parents = sorted({"/etc", *(f"/etc/{os.path.dirname(name)}" for name in names if "/" in name)})
-    for parent in parents:
-        argv += ["--perms", "0755", "--dir", parent]
-    for name in names:
-        path = f"/etc/{name}"
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.exists(path):
-            argv += ["--ro-bind", path, path]
-    argv += ["--symlink", "../proc/self/mounts", "/etc/mtab"]
     return tuple(argv)
+
+
+_views: dict[tuple[object, ...], Path] = {}
+
+
+def etc_view(user: SandboxUser, *, network: bool = False) -> Path:
+    """A copy of the allowed part of /etc, with the made-up passwd and group, bound whole.
+
+    One bind instead of forty: binding each allowed entry cost about 6 ms a command here
+    (measured: bwrap `true` 4.2 ms, 10.4 ms with forty /etc binds). The copy (links kept as
+    links, modes kept, so a root-only file stays root-only) is made once per process and
+    made again when an allowed entry of /etc changes (its mtime, or a directory's)."""
+    names = _ETC_ALLOWLIST + (("resolv.conf",) if network else ())
+    key = (user, network, *(_stamp(f"/etc/{name}") for name in names))
+    view = _views.get(key)
+    if view is not None and view.is_dir():
+        return view
+    for stale_key in [k for k in _views if k[:2] == key[:2]]:
+        shutil.rmtree(_views.pop(stale_key), ignore_errors=True)
+    view = Path(tempfile.mkdtemp(prefix="honk-sandbox-etc-"))
+    os.chmod(view, 0o755)  # its parent, /tmp or TMPDIR, is traversed by bwrap only
+    for name in names:
+        source, target = Path("/etc", name), view / name
+        if not os.path.lexists(source):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(target.parent, 0o755)
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, target, symlinks=True, ignore_dangling_symlinks=True)
+        else:
+            shutil.copy2(source, target, follow_symlinks=False)
+    (view / "mtab").symlink_to("../proc/self/mounts")
+    passwd, group = _identity_files(user)
+    for name, data in (("passwd", passwd), ("group", group)):
+        (view / name).write_bytes(data)
+        os.chmod(view / name, 0o644)
+    _register_cleanup()
+    _views[key] = view
+    return view
+
+
+@functools.cache
+def _register_cleanup() -> None:
+    atexit.register(_remove_views)
+
+
+def _remove_views() -> None:
+    for view in _views.values():
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def _stamp(path: str) -> tuple[str, int] | None:
+    try:
+        return path, os.lstat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _identity_files(user: SandboxUser) -> tuple[bytes, bytes]:
