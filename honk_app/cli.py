@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -97,8 +98,10 @@ def _private_data_dir(data_dir: Path) -> None:
             continue
         paths = [entry, *entry.rglob("*")] if entry.is_dir() else [entry]
         for path in paths:
-            if not path.is_symlink():
-                path.chmod(0o700 if path.is_dir() else 0o600)
+            info = path.lstat()
+            wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+            if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) & ~wanted:
+                path.chmod(stat.S_IMODE(info.st_mode) & wanted)
 
 
 def _report_sandbox(settings: Settings) -> None:

@@ -14,7 +14,7 @@ import pytest
 from honk_app.agent.sandbox import STOPPED_EXIT_CODE, CommandResult, Sandbox, SandboxLimits
 from honk_app.agent.sandbox_cgroups import missing_controllers
 from honk_app.agent.sandbox_user import seal_tree
-from tests.conftest import sandbox_owned
+from tests.conftest import git_out, sandbox_owned
 
 LIMITS = SandboxLimits(timeout_seconds=30)
 ROOT = os.geteuid() == 0
@@ -199,3 +199,44 @@ def test_a_real_project_builds_and_tests_inside(workspace: Path) -> None:
     assert "42\n" in result.output, result.output
     assert "hello from c\n" in result.output
     assert "été\nUTF-8\ncerts\n/tmp/home\n" in result.output
+
+
+def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> None:
+    """A real slot made by WorkspaceManager under Honk's umask 077: the sandbox's uid edits
+    checked-out files, creates files in checked-out directories and reads git history; the
+    host commits; the data directory stays closed to everyone else."""
+    from honk_app.agent.sandbox_user import SHARED_DIR_MODE
+    from honk_app.workspace import WorkspaceManager
+    from tests.test_workspace import Upstream, remote_of
+
+    upstream = Upstream(tmp_path / "upstream")
+    old_umask = os.umask(0o077)
+    try:
+        data = tmp_path / "data"
+        data.mkdir(mode=0o700)
+        manager = WorkspaceManager(data)
+
+        async def work() -> tuple[CommandResult, str | None]:
+            async with manager.checkout("owner/repo", remote_of(upstream), base_branch="main",
+                                        branch="honk/1") as workspace:
+                sandbox = Sandbox(workspace.path, limits=LIMITS,
+                                  read_only_paths=(workspace.common_dir, workspace.git_dir))
+                result = await sandbox.run(
+                    "echo 'total = 2' > src/sum.py && echo new > src/new.py && "
+                    "chmod +x src/new.py && git log --format=%s && git status --short")
+                sha = await workspace.commit("Two", author_name="h", author_email="h@h")
+                return result, sha
+
+        result, sha = asyncio.run(work())
+    finally:
+        os.umask(old_umask)
+    assert result.exit_code == 0, result.output
+    assert result.output == "Initial commit\n M src/sum.py\n?? src/new.py\n"
+    mirror = data / "mirrors" / "owner" / "repo.git"
+    assert sha is not None
+    assert git_out(mirror, "-c", "safe.directory=*", "show", f"{sha}:src/new.py") == "new\n"
+    assert git_out(mirror, "-c", "safe.directory=*", "ls-tree", sha, "src/new.py").startswith(
+        "100755")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    if ROOT:
+        assert stat.S_IMODE((data / "worktrees").stat().st_mode) == SHARED_DIR_MODE

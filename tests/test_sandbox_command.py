@@ -59,3 +59,22 @@ def test_without_bubblewrap_it_refuses_and_says_how_to_install_it(tmp_path: Path
     unsafe = honk_sandbox(workspace, "/usr/bin/touch", "ok",
                           env={"PATH": str(bare_path), "HONK_UNSAFE_NO_SANDBOX": "1"})
     assert unsafe.returncode == 0 and (workspace / "ok").exists()
+
+
+def test_worker_start_makes_the_data_directory_honks_alone(tmp_path: Path) -> None:
+    # What an older Honk (umask 022) left: a readable database and transcript.
+    data = tmp_path / "data"
+    (data / "runs" / "7").mkdir(parents=True)
+    (data / "honk.db").write_text("db")
+    (data / "runs" / "7" / "transcript.jsonl").write_text("{}\n")
+    for path in (data, data / "runs", data / "runs" / "7"):
+        path.chmod(0o755)
+    for path in (data / "honk.db", data / "runs" / "7" / "transcript.jsonl"):
+        path.chmod(0o644)
+    done = subprocess.run([HONK, "worker"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "HONK_DATA_DIR": str(data)})
+    assert done.returncode == 2  # no App credentials: it stops, after locking the directory
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    assert oct((data / "runs" / "7").stat().st_mode & 0o777) == "0o700"
+    assert oct((data / "honk.db").stat().st_mode & 0o777) == "0o600"
+    assert oct((data / "runs" / "7" / "transcript.jsonl").stat().st_mode & 0o777) == "0o600"
