@@ -74,7 +74,26 @@ def test_worker_start_makes_the_data_directory_honks_alone(tmp_path: Path) -> No
     done = subprocess.run([HONK, "worker"], capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ["PATH"], "HONK_DATA_DIR": str(data)})
     assert done.returncode == 2  # no App credentials: it stops, after locking the directory
+    # And it said, in one line, which sandbox limits this host cannot enforce (if any).
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "sandbox limits" in line]
+    assert len(said) == 1, done.stdout + done.stderr
+    if os.geteuid() != 0:  # no writable cgroup for an unprivileged user here
+        assert "not enforced" in said[0] and "memory: RLIMIT_AS per process" in said[0]
     assert oct(data.stat().st_mode & 0o777) == "0o700"
     assert oct((data / "runs" / "7").stat().st_mode & 0o777) == "0o700"
     assert oct((data / "honk.db").stat().st_mode & 0o777) == "0o600"
     assert oct((data / "runs" / "7" / "transcript.jsonl").stat().st_mode & 0o777) == "0o600"
+
+
+def test_kernel_settings_and_root_files_are_out_of_reach(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    workspace = sandbox_owned(tmp_path / "ws")
+    before = Path("/proc/sys/kernel/printk_ratelimit").read_text()
+    done = honk_sandbox(workspace, "sh", "-c",
+                        "echo 7 > /proc/sys/kernel/printk_ratelimit; id -u; "
+                        "cat /etc/shadow 2>&1; keyctl show 2>&1 | head -1; exit 3")
+    assert done.returncode == 3
+    assert Path("/proc/sys/kernel/printk_ratelimit").read_text() == before
+    assert "Read-only file system" in done.stderr + done.stdout
+    assert done.stdout.splitlines()[0] != "0"
+    assert "root:" not in done.stdout
