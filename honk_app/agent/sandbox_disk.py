@@ -88,9 +88,12 @@ class DiskCap:
     async def over(self) -> Usage | None:
         """The workspace's usage if it is over the cap now and grew since it was last measured,
         else None (cheap when far under). A command that only deletes is never stopped."""
-        if not self._may_be_over():
+        try:
+            if not self._may_be_over():
+                return None
+            self._baseline = self._filesystem()
+        except OSError:  # the workspace is gone: nothing left to cap
             return None
-        self._baseline = self._filesystem()
         previous, self._known = self._known, await asyncio.to_thread(measure, self.root)
         usage = self._known
         over = usage.bytes > self.max_bytes or usage.files > self.max_files
