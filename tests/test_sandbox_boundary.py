@@ -240,3 +240,20 @@ def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> N
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     if ROOT:
         assert stat.S_IMODE((data / "worktrees").stat().st_mode) == SHARED_DIR_MODE
+
+
+@pytest.mark.skipif(not ROOT, reason="slots belong to the sandbox's group only when Honk is root")
+def test_slots_made_before_the_sandbox_had_its_uid_are_given_to_its_group(tmp_path: Path) -> None:
+    from honk_app.agent.sandbox_user import sandbox_user
+    from honk_app.workspace import WorkspaceManager
+
+    slot = tmp_path / "data" / "worktrees" / "owner" / "repo" / "slot-0"
+    (slot / "src").mkdir(parents=True)
+    (slot / "src" / "a.py").write_text("x = 1\n")
+    os.chmod(slot / "src" / "a.py", 0o644)  # as git wrote it under umask 022
+    WorkspaceManager(tmp_path / "data")
+    group = sandbox_user().gid
+    for path in (slot, slot / "src", slot / "src" / "a.py"):
+        assert path.stat().st_gid == group
+    assert stat.S_IMODE((slot / "src" / "a.py").stat().st_mode) == 0o664
+    assert (slot / "src").stat().st_mode & stat.S_ISGID
