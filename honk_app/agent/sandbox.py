@@ -100,7 +100,6 @@ class SandboxUnavailable(Exception):
 def check_available(user: SandboxUser | None = None) -> None:
     """Raise SandboxUnavailable unless bubblewrap can build the sandbox Honk uses here."""
     bwrap = _require_bwrap()
-    _require_prlimit()
     user = user or sandbox_user()
     with tempfile.TemporaryDirectory(prefix="honk-sandbox-check-") as workspace, \
             bwrap_argv(bwrap, Path(workspace), binds=[], network=False,
@@ -149,7 +148,6 @@ class Sandbox:
         self.user = user or sandbox_user()
         self._read_only_paths = [path.resolve(strict=True) for path in read_only_paths]
         self._git_entry = _git_entry_identity(self.workspace)
-        self._prlimit = _require_prlimit()
         self._cgroups = command_cgroups()
         self._disk = DiskCap(self.workspace, max_bytes=limits.disk_bytes,
                              max_files=limits.disk_files)
@@ -253,7 +251,6 @@ class Sandbox:
                                                     limits.cpus)) if self._cgroups else None
         try:
             with self._launcher(argv, cgroup) as (launcher, fds):
-                oom_before = cgroup.oom_kills() if cgroup else 0
                 process = await asyncio.create_subprocess_exec(
                     *launcher, env=self._env, start_new_session=True, pass_fds=fds,
                     cwd=self.workspace if self.unsafe_no_sandbox else None, **stdio)
@@ -261,7 +258,7 @@ class Sandbox:
             try:
                 yield command
             finally:
-                command.oom_killed = cgroup is not None and cgroup.oom_kills() > oom_before
+                command.oom_killed = cgroup is not None and cgroup.new_oom_kills() > 0
         finally:
             if cgroup is not None and self._cgroups is not None:
                 await self._cgroups.release(cgroup)
@@ -269,22 +266,25 @@ class Sandbox:
     @contextlib.contextmanager
     def _launcher(self, argv: list[str],
                   cgroup: Cgroup | None) -> Iterator[tuple[list[str], list[int]]]:
-        """sh entering the cgroups, prlimit, then bwrap (or, unsandboxed, argv directly)."""
+        """sh entering the cgroups, then bwrap and its init, which sets the rlimits (or,
+        unsandboxed, a shell setting them and argv directly)."""
         limits = self.limits
-        rlimits = [self._prlimit, "--core=0", f"--as={limits.memory_bytes}",
-                   f"--fsize={limits.max_file_bytes}"]
+        ulimits = (f"ulimit -c 0 -v {limits.memory_bytes // 1024} "
+                   f"-f {limits.max_file_bytes // 1024}")  # bash: KiB
         # For a separate uid RLIMIT_NPROC counts every sandbox of the host together: leave
         # the count to the pids cgroup when there is one.
         if not (self.user.separate and self.process_cap != "rlimit"):
-            rlimits.append(f"--nproc={limits.max_processes}")
+            ulimits += f" -u {limits.max_processes}"
         procs = [str(path) for path in cgroup.procs_files] if cgroup else []
-        head = [*_LAUNCHER, *procs, "--", *rlimits, "--"]
+        head = [*_LAUNCHER, *procs, "--"]
         if self.unsafe_no_sandbox:
-            yield [*head, *argv], []
+            yield [*head, "bash", "-c", f'{ulimits} || exit 125; exec "$@"', "honk-limits",
+                   *argv], []
             return
         self._check_git_entry()
         with bwrap_argv(self._bwrap, self.workspace, binds=self._binds(), network=self.network,
-                        memory_bytes=limits.memory_bytes, user=self.user) as (bwrap, fds):
+                        memory_bytes=limits.memory_bytes, user=self.user,
+                        ulimits=ulimits) as (bwrap, fds):
             yield [*head, *bwrap, *argv], list(fds.fds)
 
     def _binds(self) -> list[tuple[Path, str]]:
@@ -368,14 +368,6 @@ def _require_bwrap() -> str:
     if path is None:
         raise SandboxUnavailable("bubblewrap is not installed: install it (apt-get install "
                                  f"bubblewrap), or for local development only set {UNSAFE_SWITCH}.")
-    return path
-
-
-def _require_prlimit() -> str:
-    path = shutil.which("prlimit")
-    if path is None:
-        raise SandboxUnavailable("prlimit is not installed: install it (apt-get install "
-                                 "util-linux); it sets each command's limits.")
     return path
 
 

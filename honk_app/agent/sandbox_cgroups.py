@@ -66,6 +66,7 @@ class Cgroup:
         self.dirs = dirs
         self.procs_files = [path / "cgroup.procs" for _, path in dirs]
         self._limits: CgroupLimits | None = None
+        self._oom_kills_seen = 0
 
     def _dir(self, controller: str) -> tuple[_Hierarchy, Path] | None:
         for hierarchy, path in self.dirs:
@@ -122,8 +123,13 @@ class Cgroup:
         except (OSError, ValueError):
             return -1
 
-    def oom_kills(self) -> int:
-        """How many processes the OOM killer has killed in this cgroup so far."""
+    def new_oom_kills(self) -> int:
+        """How many processes the OOM killer killed here since this was last asked."""
+        total = self._oom_kills()
+        new, self._oom_kills_seen = total - self._oom_kills_seen, total
+        return new
+
+    def _oom_kills(self) -> int:
         found = self._dir("memory")
         if found is None:
             return 0
