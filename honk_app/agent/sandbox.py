@@ -52,7 +52,12 @@ from honk_app.agent.sandbox_user import SandboxUser, sandbox_user
 
 log = structlog.get_logger()
 
-__all__ = ["SANDBOX_HOME", "WORKSPACE_MOUNT", "OutputBuffer", "cap_text"]
+__all__ = [
+    "MAX_COMMAND_BYTES", "SANDBOX_HOME", "SANDBOX_PATH", "STOPPED_EXIT_CODE", "TIMEOUT_EXIT_CODE",
+    "UNSAFE_SWITCH", "WORKSPACE_MOUNT", "CommandResult", "OutputBuffer", "Sandbox",
+    "SandboxLimits", "SandboxUnavailable", "cap_text", "check_available", "default_cpus",
+    "report_enforcement",
+]
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT_EXIT_CODE = 124
 STOPPED_EXIT_CODE = 137  # killed, as a shell reports SIGKILL
