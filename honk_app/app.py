@@ -33,7 +33,7 @@ from honk_app.runs import RunStore
 from honk_app.runs_page import RunsPages
 from honk_app.signin import GitHubSignIn
 from honk_app.webhooks import WebhookReceiver
-from honk_app.worker import Services, execute
+from honk_app.worker import Services, execute, keep_statuses_true
 from honk_app.workspace import WorkspaceManager
 
 log = structlog.get_logger()
@@ -70,6 +70,7 @@ class Live:
         self.pool: Workers | None = None
         self._stop = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._statuses: asyncio.Task[None] | None = None  # re-sends owed final states
         self._running = False
         self.configure(settings)
 
@@ -85,7 +86,7 @@ class Live:
                 concurrency=settings.workers,
             )
             if self._running:
-                self._worker = asyncio.create_task(self.pool.run(self._stop))
+                self._start_tasks()
         pool = self.pool
         self.receiver = WebhookReceiver(
             self.store,
@@ -114,12 +115,20 @@ class Live:
     def start(self) -> None:
         self._running = True
         if self.pool is not None:
-            self._worker = asyncio.create_task(self.pool.run(self._stop))
+            self._start_tasks()
+
+    def _start_tasks(self) -> None:
+        assert self.pool is not None
+        self._worker = asyncio.create_task(self.pool.run(self._stop))
+        services = build_services(self.settings, self.store, self.redactor)
+        self._statuses = asyncio.create_task(keep_statuses_true(services, self._stop))
 
     async def stop(self) -> None:
         self._stop.set()
         if self._worker is not None:
             await self._worker
+        if self._statuses is not None:
+            await self._statuses
 
 
 def create_app(

@@ -46,6 +46,7 @@ from honk_app.config import (
     effective_limits,
     parse_repo_config,
 )
+from honk_app.github import bot_email
 from honk_app.status import CheckResult
 from honk_app.triggers import BRANCH_PREFIX
 from honk_app.workspace import NotAFile, Workspace
@@ -309,6 +310,7 @@ def _agent(
         ),
         on_turn=on_turn,
         transcript_path=transcript,
+        on_wait=lambda line: status.step(line),
     )
 
 
@@ -397,7 +399,7 @@ async def _commit(
     sha = await workspace.commit(
         services.redactor(message),
         author_name=bot,
-        author_email=f"{bot}@users.noreply.github.com",
+        author_email=bot_email(bot),
         co_authors=[f"{trigger.sender} <{trigger.sender}@users.noreply.github.com>"],
     )
     if sha is None and require_change and workspace.start_sha == workspace.base_sha:

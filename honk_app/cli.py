@@ -166,7 +166,7 @@ async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
 async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: float | None) -> int:
     from honk_app.app import build_services
     from honk_app.backend import open_backend
-    from honk_app.worker import execute
+    from honk_app.worker import execute, keep_statuses_true
 
     if not settings.has_app_credentials:
         print("honk worker: APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are needed", file=sys.stderr)
@@ -183,9 +183,14 @@ async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: floa
         lease_seconds=lease_seconds,
         poll_seconds=0.5,
     )
+    statuses = asyncio.create_task(
+        keep_statuses_true(build_services(settings, backend.store, redactor), stop)
+    )
     try:
         await workers.run(stop)
     finally:
+        stop.set()
+        await statuses
         await backend.close()
     return 0
 

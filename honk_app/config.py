@@ -68,6 +68,9 @@ class Settings:
     sandbox_cpus: float | None = None  # None: half the host's cores, at least one
     sandbox_disk_mb: int = 10240
     sandbox_files: int = 500_000
+    # A run handed back after a GitHub, git or model fault waits this long (times its
+    # attempt) before it is tried again; an undelivered final status is re-sent as often.
+    retry_seconds: float = 60.0
 
     @property
     def has_app_credentials(self) -> bool:
@@ -141,6 +144,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                              maximum=1024 * 1024 * 1024),
         sandbox_files=_int(env, "HONK_SANDBOX_FILES", 500_000, minimum=100,
                            maximum=2**31),
+        retry_seconds=_int(env, "HONK_RETRY_SECONDS", 60, minimum=1, maximum=3600),
     )
 
 

@@ -64,9 +64,20 @@ CREATE INDEX IF NOT EXISTS runs_state ON runs (state, lock_key, id);
 CREATE INDEX IF NOT EXISTS runs_lock_key ON runs (lock_key, state);
 """
 
+# A run's final state that GitHub has not accepted yet (its status comment still says
+# "working"): `final_status` is the body to send (NULL: rendered from outcome and detail).
+_STATUS_OWED = """
+ALTER TABLE runs ADD COLUMN status_owed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN final_status TEXT;
+CREATE INDEX IF NOT EXISTS runs_status_owed ON runs (status_owed);
+"""
+
 # Schema changes, oldest first, each applied once and recorded in honk_migrations. Append
 # new ones; never edit one that has shipped.
-MIGRATIONS: tuple[tuple[str, str], ...] = (("honk/0001-deliveries-and-runs", _DELIVERIES_AND_RUNS),)
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("honk/0001-deliveries-and-runs", _DELIVERIES_AND_RUNS),
+    ("honk/0002-status-owed", _STATUS_OWED),
+)
 SCHEMA = ddl(_DELIVERIES_AND_RUNS, "sqlite")
 
 # Called inside the transaction that stores a run, to queue it in the same commit.
@@ -116,6 +127,8 @@ class Run:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    status_owed: int = 0
+    final_status: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -319,6 +332,20 @@ class RunStore:
             run_id, state=state, outcome=outcome, detail=detail, finished_at=time.time()
         )
 
+    async def owe_status(self, run_id: int, body: str | None) -> None:
+        """GitHub did not take the run's final status: keep it to send again later."""
+        await self.update(run_id, status_owed=1, final_status=body)
+
+    async def status_paid(self, run_id: int) -> None:
+        await self.update(run_id, status_owed=0, final_status=None)
+
+    async def owed_statuses(self, limit: int = 20) -> list[Run]:
+        """Ended runs whose final state has not reached GitHub yet, oldest first."""
+        return await self._many(
+            "SELECT * FROM runs WHERE status_owed = 1 AND state IN (?, ?, ?) ORDER BY id LIMIT ?",
+            (RunState.DONE, RunState.FAILED, RunState.CANCELLED, limit),
+        )
+
     async def get(self, run_id: int) -> Run | None:
         return await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
 
@@ -385,8 +412,9 @@ _COLUMNS = {f.name for f in fields(Run)} - {"id"}
 
 async def _give_back(sql: Sql, stale: str, params: tuple[Any, ...]) -> int:
     """Requeue the running runs matching `stale`, or fail those that crashed too often."""
+    # The status comment still says "working": status_owed has the sweeper say otherwise.
     failed = await sql.execute(
-        "UPDATE runs SET state = ?, outcome = 'crashed', finished_at = ?,"
+        "UPDATE runs SET state = ?, outcome = 'crashed', finished_at = ?, status_owed = 1,"
         " detail = 'Honk stopped unexpectedly during this run too many times.'"
         f" WHERE state = ? AND attempts >= ? AND {stale}",
         (RunState.FAILED, time.time(), RunState.RUNNING, MAX_ATTEMPTS, *params),

@@ -79,8 +79,18 @@ class StatusComment:
         return (
             f"{headline}\n\n{self.stats.line()}\n\n"
             f"<details><summary>Steps</summary>\n\n{lines}\n\n</details>\n\n"
-            f"<sub>{run}{footer}</sub>\n{MARKER}"
+            f"<sub>{run}{footer}</sub>\n{MARKER}\n{run_marker(self.run_id)}"
         )
+
+
+def run_marker(run_id: int) -> str:
+    """Hidden in the run's status comment: how a retry finds the comment it may have made."""
+    return f"<!-- honk:run:{run_id} -->"
+
+
+def reply_marker(run_id: int, comment_id: int) -> str:
+    """Hidden in each review reply: how a retry finds the reply it may have made."""
+    return f"<!-- honk:reply:{run_id}:{comment_id} -->"
 
 
 def pr_body(

@@ -2,42 +2,66 @@
 
 authorize → acknowledge → checkout → (setup, agent, checks: see change.py) → commit →
 push → pull request → final status. Every failure a person can cause or fix ends in the
-status comment as one sentence, with 😕; a GitHub outage hands the run back to the queue.
+status comment as one sentence, with 😕.
+
+Faults (see README, "When things fail"): a GitHub outage, a failed fetch or push hands the
+run back to the queue (`RetryLater`); the next attempt resumes from what the run recorded
+(the commit it made, what it pushed, its PR, its status comment), the same path a run
+takes after its worker was killed. The status comment never decides a run's fate: an edit
+GitHub refuses is sent again with the next, and a final state GitHub refuses is kept
+(`status_owed`) and re-sent by `keep_statuses_true` until GitHub takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 import anthropic
 import structlog
-from githubkit.exception import GitHubException
 
 from honk_app import metrics
 from honk_app.agent.prompts import ReviewComment, review_prompt
 from honk_app.change import Change, RunFailed, make_change
 from honk_app.config import Settings
-from honk_app.github import GitHubApp, GitHubError, RepoGitHub, describe
+from honk_app.github import (
+    MAX_BODY_CHARS,
+    GitHubApp,
+    GitHubError,
+    RepoGitHub,
+    bot_email,
+    cap_body,
+)
 from honk_app.redact import Redactor
 from honk_app.runs import Run, RunState, RunStore
-from honk_app.status import Stats, StatusComment, pr_body
+from honk_app.status import Stats, StatusComment, pr_body, reply_marker, run_marker
 from honk_app.triggers import Trigger
-from honk_app.workspace import GitRemote, PushRejected, Workspace, WorkspaceManager
+from honk_app.workspace import (
+    BaseBranchMissing,
+    GitError,
+    GitRemote,
+    PushRejected,
+    Workspace,
+    WorkspaceManager,
+)
 
 log = structlog.get_logger()
 
 LABEL_COLOR = "7057ff"
 LABEL_DESCRIPTION = "Ask Honk to open a pull request for this issue"
 STATUS_EDIT_INTERVAL_SECONDS = 3.0
-OUTAGE_RETRY_SECONDS = 60.0
 MAX_OUTAGE_RETRIES = 5
+PUSH_ATTEMPTS = 3
+PUSH_BACKOFF_SECONDS = 2.0
+MAX_BRANCH_NAMES = 5
 
 
 class RetryLater(Exception):
-    """GitHub cannot be reached now; the run goes back to the queue."""
+    """GitHub or the git host cannot be reached now; the run goes back to the queue."""
 
 
 @dataclass
@@ -51,7 +75,10 @@ class Services:
 
 
 class StatusUpdater:
-    """Posts the status comment once, then edits it in place (at most every few seconds)."""
+    """Posts the status comment once, then edits it in place (at most every few seconds).
+
+    Reporting never ends a run: an edit GitHub does not take is logged, and the next one
+    carries the newest text (creating the comment, if that is what failed)."""
 
     def __init__(self, gh: RepoGitHub, store: RunStore, run: Run, comment: StatusComment) -> None:
         self.gh = gh
@@ -65,11 +92,36 @@ class StatusUpdater:
         if not force and loop.time() - self._last_edit < STATUS_EDIT_INTERVAL_SECONDS:
             return
         self._last_edit = loop.time()
-        if self.run.status_comment_id is None:
-            self.run.status_comment_id = await self.gh.comment(self.run.number, text)
-            await self.store.update(self.run.id, status_comment_id=self.run.status_comment_id)
-        else:
-            await self.gh.edit_comment(self.run.status_comment_id, text)
+        await self.deliver(text)
+
+    async def deliver(self, text: str) -> bool:
+        """Put `text` in the status comment; False if GitHub did not take it."""
+        try:
+            await self._send(text)
+        except GitHubError as error:
+            log.warning("status comment not updated", run_id=self.run.id, error=str(error))
+            return False
+        return True
+
+    async def _send(self, text: str) -> None:
+        if self.run.status_comment_id is not None:
+            try:
+                await self.gh.edit_comment(self.run.status_comment_id, text)
+                return
+            except GitHubError as error:
+                if error.status != 404:
+                    raise
+                self.run.status_comment_id = None  # someone deleted it: post a new one
+        # The marker lets a retry whose first answer was lost find the comment it made.
+        self.run.status_comment_id = await self.gh.comment(
+            self.run.number, text, marker=run_marker(self.run.id)
+        )
+        await self.store.update(self.run.id, status_comment_id=self.run.status_comment_id)
+
+    async def finish(self, text: str) -> None:
+        """The final state: if GitHub does not take it now, it is owed and re-sent later."""
+        if not await self.deliver(text):
+            await self.store.owe_status(self.run.id, text)
 
     async def step(self, text: str, *, force: bool = True) -> None:
         self.comment.step(text)
@@ -96,12 +148,18 @@ async def _execute_logged(run: Run, services: Services) -> None:
         outcome = await _execute(run, trigger, services, bound)
     except RetryLater as error:
         if run.attempts >= MAX_OUTAGE_RETRIES:
-            await services.store.finish(run.id, RunState.FAILED, "github_unavailable", str(error))
+            sentence = (
+                f"{error} Honk tried {run.attempts} times and gave up; comment `/honk` to "
+                "try again."
+            )
+            await services.store.finish(run.id, RunState.FAILED, "github_unavailable", sentence)
+            # The status comment still says "working": the sweeper tells GitHub, when it can.
+            await services.store.owe_status(run.id, None)
             outcome = "github_unavailable"
         else:
             bound.warning("run handed back", reason=str(error))
             await services.store.retry_later(
-                run.id, OUTAGE_RETRY_SECONDS * run.attempts, str(error)
+                run.id, services.settings.retry_seconds * run.attempts, str(error)
             )
             return
     metrics.RUNS.labels(kind=run.kind, outcome=outcome).inc()
@@ -125,8 +183,13 @@ async def _execute(
             await store.finish(run.id, RunState.DONE, "refused", "The sender lacks write access.")
             bound.info("run refused", sender=trigger.sender)
             return "refused"
-    except (GitHubError, GitHubException) as error:
-        raise RetryLater(_sentence(error)) from None
+    except GitHubError as error:
+        if error.transient:
+            raise RetryLater(f"{error}.") from None
+        sentence = f"{error}; Honk could not start."
+        log.warning("run failed before it began", run_id=run.id, error=str(error))
+        await store.finish(run.id, RunState.FAILED, "github_error", sentence)
+        return "github_error"
 
     stats = Stats(turns=run.turns, input_tokens=run.input_tokens,
                   output_tokens=run.output_tokens, cost_usd=run.cost_usd)
@@ -146,17 +209,28 @@ async def _execute(
         # The task is being cancelled: shield the bookkeeping so it still completes.
         await asyncio.shield(_stopped(run, trigger, gh, status, services))
         return "stopped"
-    except (GitHubError, GitHubException) as error:
-        sentence = f"{_sentence(error)}; comment `/honk` to try again."
+    except GitHubError as error:
+        if error.transient:
+            await _hand_back(run, status, services, f"{error}.")
+        sentence = f"{error}; comment `/honk` to try again."
         return await _fail(run, trigger, gh, status, services, "github_error", sentence)
+    except BaseBranchMissing:
+        sentence = (
+            f"`{run.repo}` has no commits on its default branch yet, so there is nothing to "
+            "change; push a first commit, then ask again."
+        )
+        return await _fail(run, trigger, gh, status, services, "empty_repository", sentence)
+    except GitError as error:
+        if not _transient_git(error):
+            bound.exception("run crashed")
+            return await _fail(run, trigger, gh, status, services, "internal_error",
+                               _internal_error(run))
+        await _hand_back(run, status, services, "The git host did not answer Honk's fetch or push.")
     except Exception:
         bound.exception("run crashed")
-        sentence = (
-            f"Honk hit an internal error (run {run.id}); the operator's log has the "
-            "details. Comment `/honk` to try again."
-        )
-        return await _fail(run, trigger, gh, status, services, "internal_error", sentence)
-    await status.show(status.comment.done(headline))
+        return await _fail(run, trigger, gh, status, services, "internal_error",
+                           _internal_error(run))
+    await status.finish(status.comment.done(headline))
     await _react(gh, trigger, "rocket")
     await store.finish(run.id, RunState.DONE, "success", headline)
     bound.info("run done", headline=headline)
@@ -169,10 +243,24 @@ async def _acknowledge(gh: RepoGitHub, trigger: Trigger, status: StatusUpdater) 
 
 
 async def _react(gh: RepoGitHub, trigger: Trigger, content: str) -> None:
-    if trigger.comment_id is not None:
-        await gh.react(content, comment_id=trigger.comment_id)
-    else:
-        await gh.react(content, issue=trigger.number)
+    """A reaction is cosmetic: one GitHub does not take never ends or delays a run."""
+    try:
+        if trigger.comment_id is not None:
+            await gh.react(content, comment_id=trigger.comment_id)
+        else:
+            await gh.react(content, issue=trigger.number)
+    except GitHubError as error:
+        log.warning("reaction not added", content=content, error=str(error))
+
+
+async def _hand_back(
+    run: Run, status: StatusUpdater, services: Services, reason: str
+) -> NoReturn:
+    """Say on the issue that the run waits, then raise RetryLater (the queue takes it back)."""
+    if run.attempts < MAX_OUTAGE_RETRIES:
+        delay = services.settings.retry_seconds * run.attempts
+        await status.step(f"{reason.rstrip('.')}; Honk tries again in {delay:.0f} s")
+    raise RetryLater(reason)
 
 
 async def _task(
@@ -180,18 +268,32 @@ async def _task(
 ) -> str:
     title, body = await _issue_as_asked(run, trigger, gh)
     repository = await gh.repository()
-    branch = run.branch or branch_name(run.number, title)
-    await services.store.update(run.id, branch=branch)
+    bot = await services.github.bot_login()
+    wanted = run.branch or branch_name(run.number, title)
     remote = GitRemote(repository.clone_url, await gh.token())
     await status.step("preparing the checkout")
-    async with services.workspaces.checkout(
-        run.repo, remote, base_branch=repository.default_branch, branch=branch
-    ) as workspace:
-        change = await _change_or_resume(
-            run, trigger, gh, status, services, workspace, title=title, body=body
-        )
-        await _push(run, gh, status, services, workspace, change, repository.clone_url)
-    pull = await gh.find_pull(branch)
+    change: Change | None = None
+    for branch in _branch_names(wanted):
+        async with services.workspaces.checkout(
+            run.repo, remote, base_branch=repository.default_branch, branch=branch
+        ) as workspace:
+            if not await _is_honks(gh, workspace, bot):
+                log.info("branch not Honk's; trying another name", run_id=run.id, branch=branch)
+                continue
+            if branch != run.branch:
+                run.branch = branch
+                await services.store.update(run.id, branch=branch)
+            change = await _change_or_resume(
+                run, trigger, gh, status, services, workspace, title=title, body=body,
+            )
+            await _push(run, gh, status, services, workspace, change, repository.clone_url)
+            break
+    if change is None:
+        raise RunFailed("branch_taken", f"The branches `{wanted}` to `{wanted}-{MAX_BRANCH_NAMES}` "
+                        "all hold someone else's commits or pull requests; Honk builds only on "
+                        "its own. Delete one of them and ask again.")
+    # Only a pull request Honk opened is adopted: a person's PR from the branch is theirs.
+    pull = await gh.find_pull(branch, author=bot)
     body = pr_body(
         issue=run.number,
         summary=change.summary,
@@ -208,6 +310,7 @@ async def _task(
             title=change.title,
             body=body,
             draft=not change.ready,
+            author=bot,
         )
     else:
         await gh.edit_pull(pull.number, body=body)
@@ -240,6 +343,10 @@ async def _follow_up(
     async with services.workspaces.checkout(
         run.repo, remote, base_branch=base, branch=branch
     ) as workspace:
+        if not workspace.existed:
+            raise RunFailed("branch_deleted", f"The branch `{branch}` of this pull request was "
+                            "deleted, so Honk has nothing to add to; restore the branch, or "
+                            "open a new request, and ask again.")
         if run.report and run.pushed_sha:
             change = Change.from_json(json.loads(run.report))
         else:
@@ -266,8 +373,15 @@ async def _follow_up(
             if change.sha is not None:
                 await _push(run, gh, status, services, workspace, change, pull.base.repo.clone_url)
     sha = (run.pushed_sha or "")[:7]
+    # A resumed run may have replied in some threads already: those are not replied to again.
+    replied = await _replied(gh, run) if threads and run.attempts > 1 else set()
     for comment, thread_id in threads.items():
-        await gh.reply_to_review_comment(run.number, thread_id, _reply(comment.id, change, sha))
+        marker = reply_marker(run.id, comment.id)
+        if marker in replied:
+            continue
+        # The marker goes last, after a cap that leaves room for it (GitHub's is 65,536).
+        text = cap_body(_reply(comment.id, change, sha), MAX_BODY_CHARS - 500)
+        await gh.reply_to_review_comment(run.number, thread_id, f"{text}\n{marker}", marker=marker)
     if comments:
         await status.step(f"replied in {len(comments)} review threads")
     await gh.request_review(run.number, trigger.sender)
@@ -307,6 +421,32 @@ async def _review_threads(
     }
 
 
+async def _replied(gh: RepoGitHub, run: Run) -> set[str]:
+    """The reply markers of this run already in the pull request's threads."""
+    found = set()
+    for comment in await gh.pull_review_comments(run.number):
+        for marker in re.findall(r"<!-- honk:reply:\d+:\d+ -->", comment.body or ""):
+            found.add(marker)
+    return found
+
+
+def _branch_names(wanted: str) -> list[str]:
+    """The name Honk wants, then `-2`, `-3`, … for when a name is someone else's."""
+    return [wanted, *(f"{wanted}-{n}" for n in range(2, MAX_BRANCH_NAMES + 1))]
+
+
+async def _is_honks(gh: RepoGitHub, workspace: Workspace, bot: str) -> bool:
+    """Whether Honk may build on the remote branch: it does not exist, or it carries Honk's
+    own open PR (a reviewer's commits on it are welcome), or, with no PR open, every commit
+    on it beyond the base is Honk's."""
+    if not workspace.existed:
+        return True
+    pull = await gh.find_pull(workspace.branch)
+    if pull is not None:
+        return pull.user is not None and pull.user.login == bot
+    return all(email == bot_email(bot) for email in await workspace.authors_since_base())
+
+
 def _reply(comment_id: int, change: Change, sha: str) -> str:
     said = change.replies.get(comment_id, "").strip()
     if sha:
@@ -327,9 +467,13 @@ async def _change_or_resume(
     prompt: str | None = None,
     require_change: bool = True,
 ) -> Change:
-    """The change to push; a run that already pushed before a crash reuses what it pushed."""
-    if run.report and run.pushed_sha:
-        return Change.from_json(json.loads(run.report))
+    """The change to push. A run resumed after a crash or a fault reuses what it made: what
+    it pushed, or the commit it could not push, if this machine's mirror still has it."""
+    if run.report:
+        change = Change.from_json(json.loads(run.report))
+        if run.pushed_sha or change.sha is None or await workspace.adopt(change.sha):
+            log.info("run resumed with its earlier change", run_id=run.id, sha=change.sha)
+            return change
     change = await make_change(
         run,
         trigger,
@@ -360,7 +504,7 @@ async def _push(
     # A fresh token: the agent may have worked for most of the first one's hour.
     remote = GitRemote(clone_url, await gh.token())
     try:
-        sha = await workspace.push(remote)
+        sha = await _push_through_faults(workspace, remote)
     except PushRejected as rejection:
         if rejection.reason != "workflows":
             raise RunFailed("push_rejected", _push_sentence(rejection, workspace)) from None
@@ -368,9 +512,25 @@ async def _push(
         if await workspace.drop_paths(rejection.paths) is None:
             raise RunFailed("workflows", _workflows_sentence(rejection.paths)) from None
         change.notes.append(_workflows_note(rejection.paths, patch))
-        sha = await workspace.push(remote)
+        sha = await _push_through_faults(workspace, remote)
     run.pushed_sha = sha
     await services.store.update(run.id, pushed_sha=sha, report=json.dumps(change.to_json()))
+
+
+async def _push_through_faults(workspace: Workspace, remote: GitRemote) -> str:
+    """Push; a push the git host dropped (reset, 5xx) is tried again a few times, after
+    which the GitError hands the run back (the commit is kept for the next attempt)."""
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            return await workspace.push(remote)
+        except PushRejected:
+            raise
+        except GitError as error:
+            if attempt == PUSH_ATTEMPTS:
+                raise
+            log.warning("push failed; retrying", attempt=attempt, error=str(error))
+            await asyncio.sleep(PUSH_BACKOFF_SECONDS * attempt)
+    raise AssertionError("unreachable")
 
 
 async def _create_labels(run: Run, trigger: Trigger, services: Services) -> str:
@@ -399,11 +559,8 @@ async def _fail(
 ) -> str:
     sentence = services.redactor(sentence)
     log.info("run failed", run_id=run.id, outcome=outcome, detail=sentence)
-    try:
-        await status.show(status.comment.failed(sentence))
-        await _react(gh, trigger, "confused")
-    except (GitHubError, GitHubException) as error:
-        log.warning("could not report the failure on GitHub", run_id=run.id, error=_sentence(error))
+    await status.finish(status.comment.failed(sentence))
+    await _react(gh, trigger, "confused")
     await services.store.finish(run.id, RunState.FAILED, outcome, sentence)
     return outcome
 
@@ -414,10 +571,7 @@ async def _stopped(
     sentence = "Stopped by `/honk stop`; nothing was pushed."
     if run.pushed_sha:
         sentence = f"Stopped by `/honk stop` after pushing `{run.pushed_sha[:7]}`."
-    try:
-        await status.show(status.comment.stopped(sentence))
-    except (GitHubError, GitHubException):
-        log.warning("could not report the stop on GitHub", run_id=run.id)
+    await status.finish(status.comment.stopped(sentence))
     await services.store.finish(run.id, RunState.CANCELLED, "stopped", sentence)
 
 
@@ -431,8 +585,52 @@ def _run_url(services: Services, run: Run) -> str | None:
     return f"{base}/runs/{run.id}" if base else None
 
 
-def _sentence(error: Exception) -> str:
-    return str(error) if isinstance(error, GitHubError) else describe(error)
+def _internal_error(run: Run) -> str:
+    return (
+        f"Honk hit an internal error (run {run.id}); the operator's log has the "
+        "details. Comment `/honk` to try again."
+    )
+
+
+def _transient_git(error: GitError) -> bool:
+    """A fetch or push the git host dropped (a refusal is a PushRejected, not transient)."""
+    return not isinstance(error, PushRejected) and bool({"fetch", "push"} & set(error.command))
+
+
+async def keep_statuses_true(services: Services, stop: asyncio.Event) -> None:
+    """Until `stop`: re-send the final states GitHub did not take (and say on the issue
+    that a run crashed for good), every `retry_seconds`. Survives any failure."""
+    while not stop.is_set():
+        try:
+            await deliver_owed_statuses(services)
+        except Exception:
+            log.exception("owed statuses not sent")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=services.settings.retry_seconds)
+
+
+async def deliver_owed_statuses(services: Services) -> int:
+    """One pass of `keep_statuses_true`; the number of statuses GitHub took."""
+    delivered = 0
+    for run in await services.store.owed_statuses():
+        try:
+            gh = await services.github.for_repo(run.installation_id, run.repo)
+        except GitHubError as error:
+            log.warning("owed status not sent", run_id=run.id, error=str(error))
+            continue
+        stats = Stats(turns=run.turns, input_tokens=run.input_tokens,
+                      output_tokens=run.output_tokens, cost_usd=run.cost_usd,
+                      started_at=run.started_at or run.created_at)
+        comment = StatusComment(run.id, stats, _run_url(services, run))
+        body = run.final_status or comment.failed(run.detail or "Honk stopped.")
+        if not await StatusUpdater(gh, services.store, run, comment).deliver(body):
+            continue
+        if run.final_status is None:  # a crash or a give-up the run could not report itself
+            await _react(gh, Trigger.from_json(run.trigger_data), "confused")
+        await services.store.status_paid(run.id)
+        log.info("owed status sent", run_id=run.id)
+        delivered += 1
+    return delivered
 
 
 def _push_sentence(rejection: PushRejected, workspace: Workspace) -> str:

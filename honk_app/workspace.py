@@ -34,6 +34,7 @@ from honk_app.git import Git, GitError, GitRemote, PushRejected
 from honk_app.links import link_escapes
 
 __all__ = [
+    "BaseBranchMissing",
     "BranchInUse",
     "GitError",
     "GitRemote",
@@ -56,6 +57,8 @@ _FILE_MODES = ("100644", "100755")
 _ENTRY_KINDS = {LINK_MODE: "a symlink", GITLINK_MODE: "a nested repository",
                 "040000": "a directory"}
 PUSH_ATTEMPTS = 3
+FETCH_ATTEMPTS = 3
+FETCH_BACKOFF_SECONDS = 1.0
 _WORKFLOW_REFUSAL = re.compile(r"refusing to allow an? .{1,40} to create or update workflow")
 _NON_FAST_FORWARD = re.compile(r"\((non-fast-forward|fetch first)\)")
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -77,6 +80,10 @@ class NotAFile(Exception):
         super().__init__(f"{path} is {kind} in the base commit, not a regular file")
         self.path = path
         self.kind = kind
+
+
+class BaseBranchMissing(GitError):
+    """The remote has no such base branch (an empty repository has none at all)."""
 
 
 class BranchInUse(RuntimeError):
@@ -247,6 +254,8 @@ class Workspace:
     common_dir: Path = field(kw_only=True)
     # Paths the last commit left out: symlinks leading outside the workspace, nested repos.
     excluded_paths: tuple[str, ...] = field(default=(), kw_only=True)
+    # Whether `branch` existed on the remote (the run continues it) or starts from the base.
+    existed: bool = field(default=False, kw_only=True)
     _mirror: Mirror = field(kw_only=True, repr=False, compare=False)
     _scratch_dir: Path = field(kw_only=True, repr=False, compare=False)
     # The remote's tip of the branch as last seen: commits after it are not pushed yet.
@@ -305,6 +314,26 @@ class Workspace:
         sha = listing.split(b"\t", 1)[0].split(b" ")[2].decode()
         blob = await git.run("cat-file", "blob", sha, stdout_limit=max_bytes)
         return blob.stdout[: max_bytes + 1]
+
+    async def authors_since_base(self) -> list[str]:
+        """The author email of each commit the remote branch holds beyond its base."""
+        span = f"{self.base_sha}..{self.start_sha}"
+        text = await self._git.text("log", "--format=%ae", span, "--")
+        return text.splitlines()
+
+    async def adopt(self, sha: str) -> bool:
+        """Put the branch on `sha`, the commit an earlier attempt of this run made and could
+        not push, if this machine's mirror still has it and it grows from where the branch
+        starts now. False: the work must be made again."""
+        git = self._git
+        if (await git.run("cat-file", "-e", f"{sha}^{{commit}}", check=False)).returncode:
+            return False
+        descends = await git.run("merge-base", "--is-ancestor", self.start_sha, sha, check=False)
+        if descends.returncode:
+            return False
+        await git.run("reset", "--quiet", "--keep", sha, "--")
+        log.info("workspace.adopted", repo=self.repo, branch=self.branch, sha=sha)
+        return True
 
     async def diff_against_base(self, max_chars: int = 60_000, *, paths: Sequence[str] = ()) -> str:
         """The change the branch carries against its base, uncommitted work included (of
@@ -530,6 +559,7 @@ class WorkspaceManager:
             base_branch=base_branch,
             base_sha=tips[base_branch],
             start_sha=start_sha,
+            existed=branch in tips,
             common_dir=mirror.path,
             _mirror=mirror,
             _scratch_dir=self._data_dir / "tmp",
@@ -553,10 +583,18 @@ class WorkspaceManager:
     ) -> dict[str, str]:
         async with mirror.locked():
             await mirror.ensure_exists()
-            await mirror.fetch(remote)
+            for attempt in range(1, FETCH_ATTEMPTS + 1):
+                try:
+                    await mirror.fetch(remote)
+                    break
+                except GitError as error:  # a reset or a 5xx from the git host: once more
+                    if attempt == FETCH_ATTEMPTS:
+                        raise
+                    log.warning("workspace.fetch_failed", repo=str(mirror.path), error=str(error))
+                    await asyncio.sleep(FETCH_BACKOFF_SECONDS * attempt)
             tips = await mirror.remote_tips(base_branch, branch)
         if base_branch not in tips:
-            raise GitError(
+            raise BaseBranchMissing(
                 ("git", "fetch", remote.url), 0, f"the remote has no branch {base_branch}"
             )
         return tips

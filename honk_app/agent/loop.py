@@ -38,7 +38,12 @@ log = structlog.get_logger()
 
 # Transient API errors (429, 5xx, 529, connection drops) are retried by the SDK, with
 # backoff or as the API's retry-after header asks; what persists after that is an outage.
+# An overload (529) or a rate limit (429) that outlasts those retries is waited out, with
+# a status line, for as long as the agent's time budget allows.
 API_MAX_RETRIES = 4
+PATIENT_STATUSES = (429, 529)
+OVERLOAD_FIRST_WAIT_SECONDS = 1.0
+OVERLOAD_MAX_WAIT_SECONDS = 30.0
 EPHEMERAL = {"type": "ephemeral"}
 THINKING_BLOCKS = ("thinking", "redacted_thinking")
 EDITOR_COMMANDS = ("view", "create", "str_replace", "insert")
@@ -203,6 +208,7 @@ class _Terminating(Exception):
 
 
 OnTurn = Callable[[Usage, str], Awaitable[None]]
+OnWait = Callable[[str], Awaitable[None]]
 
 
 class Agent:
@@ -217,8 +223,10 @@ class Agent:
         on_turn: OnTurn | None = None,
         transcript_path: Path | None = None,
         context: ContextLimits = ContextLimits(),
+        on_wait: OnWait | None = None,
     ) -> None:
         self.usage = Usage()
+        self._on_wait = on_wait
         self._client = client.with_options(max_retries=API_MAX_RETRIES)
         self._model = model
         self._system = system
@@ -359,20 +367,30 @@ class Agent:
             points.append(self._previous_stable_point)
             tools = TOOLS
             self._previous_stable_point = None
-        try:
-            return await self._client.messages.create(
-                model=self._model,
-                max_tokens=self._budget.max_output_tokens,
-                system=[{"type": "text", "text": self._system, "cache_control": EPHEMERAL}],
-                tools=tools,  # type: ignore[arg-type]
-                messages=self._request_messages(points),  # type: ignore[arg-type]
-            )
-        except anthropic.APIStatusError as error:
-            raise AgentAPIError(
-                _explain_status(error, self._model), status=error.status_code
-            ) from error
-        except anthropic.APIConnectionError as error:
-            raise AgentAPIError(_explain_connection(error, self._client.base_url)) from error
+        wait = OVERLOAD_FIRST_WAIT_SECONDS
+        while True:
+            try:
+                return await self._client.messages.create(
+                    model=self._model,
+                    max_tokens=self._budget.max_output_tokens,
+                    system=[{"type": "text", "text": self._system, "cache_control": EPHEMERAL}],
+                    tools=tools,  # type: ignore[arg-type]
+                    messages=self._request_messages(points),  # type: ignore[arg-type]
+                )
+            except anthropic.APIStatusError as error:
+                if error.status_code not in PATIENT_STATUSES:
+                    raise AgentAPIError(
+                        _explain_status(error, self._model), status=error.status_code
+                    ) from error
+                # Overloaded: wait (the step's deadline, the time budget, bounds it).
+                busy = "overloaded" if error.status_code == 529 else "rate-limiting Honk"
+                self._log.warning("agent.api_waiting", status=error.status_code, seconds=wait)
+                if self._on_wait is not None and wait == OVERLOAD_FIRST_WAIT_SECONDS:
+                    await self._on_wait(f"Anthropic is {busy}; waiting")
+                await asyncio.sleep(min(wait, max(self._seconds_left(), 0.0)))
+                wait = min(wait * 2, OVERLOAD_MAX_WAIT_SECONDS)
+            except anthropic.APIConnectionError as error:
+                raise AgentAPIError(_explain_connection(error, self._client.base_url)) from error
 
     def _account(self, message: Message) -> TurnUsage:
         usage = message.usage
@@ -412,6 +430,14 @@ class Agent:
         self._turns_without_tools = 0
         actions = []
         for call in calls:
+            if not isinstance(call.get("input"), dict):
+                # A string (or a list) where the tool's object belongs: Claude can fix that.
+                name = _shorten(str(call["name"]), 40)
+                self._pending.append(_tool_result(
+                    call["id"], prompts.MALFORMED_TOOL_INPUT.format(name=name), is_error=True
+                ))
+                actions.append(f"sent {name} malformed input")
+                continue
             if call["name"] == "report":
                 self._take_report(call, alone=len(calls) == 1)
                 actions.append("tried to report")

@@ -304,3 +304,9 @@ def _one_line(text: str) -> str:
 
 def _attribute(text: str) -> str:
     return _one_line(text).replace('"', "'").replace("<", "‹")
+
+
+MALFORMED_TOOL_INPUT = (
+    "The input to `{name}` must be a JSON object with the tool's parameters as keys, not a "
+    "string or a list. Call it again with an object."
+)

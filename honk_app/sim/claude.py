@@ -14,6 +14,12 @@ turns, each one JSON object:
 A turn may set "stop_reason" (e.g. "max_tokens", "refusal") to override the derived one. When
 the script runs out, the answer is a `report` tool call saying so.
 
+Faults that do not belong to the script (an overload lasting some seconds, a dropped
+connection, a held request) are set as rules, the same as the GitHub simulator's (see
+`honk_app.sim.faults`): `ScriptedClaude(faults=[...])`, `add_faults`, or over HTTP at
+`/_sim/faults`. E.g. `{"status": 529, "for_seconds": 8}` answers every request for 8 s
+with `overloaded_error`.
+
 Requests are validated the way the API does for the mistakes an agent loop makes (roles
 that do not alternate, a tool_use left without its tool_result, more than 4 cache_control
 breakpoints, a thinking block whose conversation prefix changed) and refused with an
@@ -28,6 +34,8 @@ import hmac
 import itertools
 import json
 import math
+import socket
+import struct
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
+from honk_app.sim.faults import ADMIN_PATH, FaultRule, FaultRuleError, Faults
 
 log = structlog.get_logger()
 
@@ -121,8 +131,9 @@ def _check_turn(turn: Any) -> None:
     if "blocks" in turn:
         for block in turn["blocks"]:
             _check_turn(block)
-    if "tool" in turn and not isinstance(turn.get("input"), dict):
-        raise ScriptError(f"a tool turn needs an 'input' object: {turn!r}")
+    if "tool" in turn and "input" not in turn:
+        # Not only an object: a script may send a malformed input, as a model sometimes does.
+        raise ScriptError(f"a tool turn needs an 'input': {turn!r}")
 
 
 # --- prompt as the cache sees it ----------------------------------------------------------
@@ -415,6 +426,7 @@ class ScriptedClaude:
         min_cacheable_tokens: int = 1024,
         retry_after_ms: int | None = 20,
         api_key: str | None = None,
+        faults: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         turns = load_script(script) if isinstance(script, Path) else list(script or [])
         for turn in turns:
@@ -425,6 +437,8 @@ class ScriptedClaude:
         # The real API asks for seconds; the scripted one keeps tests fast. None: no header.
         self.retry_after_ms = retry_after_ms
         self._api_key = api_key  # when set, any other key is refused with a 401
+        self.faults = Faults()
+        self.faults.add(faults)
         self._turns = turns
         self._next_turn = 0
         self._errors_left: int | None = None
@@ -462,6 +476,10 @@ class ScriptedClaude:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def add_faults(self, rules: Sequence[Mapping[str, Any]]) -> None:
+        """Fault rules (see `honk_app.sim.faults`); also settable over HTTP at /_sim/faults."""
+        self.faults.add(rules)
 
     @property
     def turns_left(self) -> int:
@@ -600,7 +618,11 @@ def _handler_for(claude: ScriptedClaude) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length)
-            if self.path.split("?")[0] != "/v1/messages":
+            path = self.path.split("?")[0]
+            if path == ADMIN_PATH:
+                self._admin(raw)
+                return
+            if path != "/v1/messages":
                 self._send(404, _error_body(404, f"Not found: {self.path}"))
                 return
             try:
@@ -609,17 +631,77 @@ def _handler_for(claude: ScriptedClaude) -> type[BaseHTTPRequestHandler]:
                 self._send(400, _error_body(400, "The request body is not valid JSON."))
                 return
             headers = {key.lower(): value for key, value in self.headers.items()}
+            fault = claude.faults.take("POST", path)
+            if fault is not None and fault.action != "slow":
+                self._fault(fault, body, headers)
+                return
+            if fault is not None:
+                claude._stopping.wait(fault.seconds)
             status, answer = claude.answer(body, headers)
             self._send(status, answer)
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == ADMIN_PATH:
+                self._admin(None)
+            else:
+                self._send(404, _error_body(404, f"Not found: {self.path}"))
+
+        def do_DELETE(self) -> None:
+            if self.path.split("?")[0] == ADMIN_PATH:
+                claude.faults.clear()
+                self._admin(None)
+            else:
+                self._send(404, _error_body(404, f"Not found: {self.path}"))
+
+        def _admin(self, raw: bytes | None) -> None:
+            if raw is not None:
+                try:
+                    rules = json.loads(raw)
+                    claude.faults.add(rules if isinstance(rules, list) else [rules])
+                except (ValueError, FaultRuleError) as error:
+                    self._send_json(400, {"message": str(error)})
+                    return
+            self._send_json(200, [rule.to_json() for rule in claude.faults.rules()])
+
+        def _fault(self, fault: FaultRule, body: Any, headers: Mapping[str, str]) -> None:
+            if fault.action == "hold":
+                claude._stopping.wait(fault.seconds)
+            elif fault.action == "lose-after-acting":
+                claude.answer(body, headers)  # the turn is spent; its answer never arrives
+            if fault.action == "status" or (fault.status and fault.action != "hold"):
+                status = fault.status or 529
+                message = fault.message or f"Injected fault {status}"
+                self._send(status, _error_body(status, message), retry_after=fault.retry_after)
+                return
+            self._reset()
+
+        def _reset(self) -> None:
+            # SO_LINGER 0: close with a TCP reset, as a dropped connection looks.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+
+        def _send_json(self, status: int, body: Any) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _send(
+            self, status: int, body: dict[str, Any], *, retry_after: int | None = None
+        ) -> None:
             payload = json.dumps(body).encode()
             try:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
                 self.send_header("request-id", body.get("request_id") or body.get("id", ""))
-                if status >= 429 and claude.retry_after_ms is not None:
+                if retry_after is not None:
+                    self.send_header("retry-after", str(retry_after))
+                elif status >= 429 and claude.retry_after_ms is not None:
                     self.send_header("retry-after-ms", str(claude.retry_after_ms))
                 self.end_headers()
                 self.wfile.write(payload)

@@ -6,6 +6,10 @@ user action (open_issue, label_issue, comment, ...) changes state the way GitHub
 delivers the webhook GitHub would send before it returns; what the App does through the API
 comes back as deliveries sent in the background, in order.
 
+Faults: `add_faults` (or `POST /_sim/faults`) sets rules that answer an error status, drop
+the connection, hold a request, slow it, or act and then lose the answer; see
+`honk_app.sim.faults` for the rules' shape. `fail_next` and `rate_limit_next` are shorthands.
+
     with GitHubSim(tmp_path) as sim:
         app = sim.create_app(webhook_url="http://127.0.0.1:8000/api/github/webhooks")
         sim.add_user("alice")
@@ -15,6 +19,9 @@ comes back as deliveries sent in the background, in order.
         delivery = sim.label_issue("alice/widgets", number, "honk", sender="alice")
 """
 
+import asyncio
+import json
+import re
 import socket
 import threading
 import time
@@ -28,11 +35,13 @@ from typing import Any, Literal
 import structlog
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from honk_app.sim import github_git as git
+from honk_app.sim.faults import ADMIN_PATH, FaultRule, FaultRuleError, Faults
 from honk_app.sim.git_http import GitHttp, install_hooks
 from honk_app.sim.github_api import ApiRoutes
 from honk_app.sim.github_ops import SimOps
@@ -84,21 +93,17 @@ class SimApp:
         return f"{self.slug}[bot]"
 
 
-@dataclass
-class _Fault:
-    remaining: int
-    status: int
-    path_contains: str
-    retry_after: int | None  # set: a secondary rate limit on content creation
+_CONTENT_CREATING = rf"^{API_PREFIX}/(?!app-manifests/)(?!.*/access_tokens$)"
 
 
 class _Observer:
-    """Outermost ASGI layer: injected faults first, then the timeline of every request."""
+    """Outermost ASGI layer: the fault admin endpoint, injected faults (see
+    `honk_app.sim.faults`), then the timeline of every request."""
 
     def __init__(self, app: ASGIApp, state: SimState) -> None:
         self.app = app
         self.state = state
-        self.faults: list[_Fault] = []
+        self.faults = Faults()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +111,9 @@ class _Observer:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        if path == ADMIN_PATH:
+            await self._admin(scope, receive, send)
+            return
         kind: Literal["api", "git", "web"] = (
             "api" if path.startswith(API_PREFIX + "/") else "git" if ".git/" in path else "web"
         )
@@ -118,38 +126,51 @@ class _Observer:
                 status = message["status"]
             await send(message)
 
-        fault = self._take_fault(method, path, kind)
-        if fault is not None:
-            await self._fault_response(fault, kind)(scope, receive, observed_send)
-        else:
-            await self.app(scope, receive, observed_send)
-        notes = scope.get("state", {})
-        with self.state.lock:
-            self.state.timeline.append(
-                TimelineEntry(started, kind, method, path, status, actor=notes.get("actor"),
-                              detail=notes.get("detail", ""))
-            )
+        fault = self.faults.take(method, path)
+        try:
+            if fault is None:
+                await self.app(scope, receive, observed_send)
+            else:
+                await self._faulty(fault, kind, scope, receive, observed_send)
+        finally:
+            notes = scope.get("state", {})
+            detail = notes.get("detail", "")
+            if fault is not None:
+                detail = f"fault {fault.action} {detail}".strip()
+            with self.state.lock:
+                self.state.timeline.append(
+                    TimelineEntry(started, kind, method, path, status, actor=notes.get("actor"),
+                                  detail=detail)
+                )
 
-    def _take_fault(self, method: str, path: str, kind: str) -> _Fault | None:
-        creates_content = (
-            kind == "api"
-            and method == "POST"
-            and not path.endswith("/access_tokens")
-            and "/app-manifests/" not in path
-        )
-        with self.state.lock:
-            for fault in self.faults:
-                if fault.remaining <= 0 or fault.path_contains not in path:
-                    continue
-                if fault.retry_after is not None and not creates_content:
-                    continue
-                fault.remaining -= 1
-                return fault
-        return None
+    async def _faulty(
+        self, fault: FaultRule, kind: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if fault.action == "slow":
+            await asyncio.sleep(fault.seconds)
+            await self.app(scope, receive, send)
+        elif fault.action == "status":
+            await self._fault_response(fault, kind)(scope, receive, send)
+        elif fault.action == "hold":
+            await asyncio.sleep(fault.seconds)
+            await _drop(send)
+        elif fault.action == "reset":
+            await _drop(send)
+        else:  # lose-after-acting: GitHub does the work, the answer never arrives
+            async def discard(message: Message) -> None:
+                pass
+
+            await self.app(scope, receive, discard)
+            if fault.status is None:
+                await _drop(send)
+            else:
+                await self._fault_response(fault, kind)(scope, receive, send)
 
     @staticmethod
-    def _fault_response(fault: _Fault, kind: str) -> ASGIApp:
-        if fault.retry_after is not None:
+    def _fault_response(fault: FaultRule, kind: str) -> ASGIApp:
+        status = fault.status or 502
+        headers = {"retry-after": str(fault.retry_after)} if fault.retry_after is not None else {}
+        if status == 403 and fault.retry_after is not None:
             return JSONResponse(
                 {
                     "message": SECONDARY_RATE_LIMIT_MESSAGE,
@@ -158,14 +179,38 @@ class _Observer:
                     "status": "403",
                 },
                 status_code=403,
-                headers={"retry-after": str(fault.retry_after)},
+                headers=headers,
             )
         if kind == "api":
+            message = fault.message or {401: "Bad credentials"}.get(status, "Server Error")
             return JSONResponse(
-                {"message": "Server Error", "status": str(fault.status)},
-                status_code=fault.status,
+                {"message": message, "status": str(status)}, status_code=status, headers=headers
             )
-        return PlainTextResponse("Server Error\n", status_code=fault.status)
+        return PlainTextResponse("Server Error\n", status_code=status, headers=headers)
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if request.method == "DELETE":
+            self.faults.clear()
+        elif request.method == "POST":
+            try:
+                rules = json.loads(await request.body())
+                if not isinstance(rules, list):
+                    rules = [rules]
+                self.faults.add(rules)
+            except (ValueError, FaultRuleError) as error:
+                await JSONResponse({"message": str(error)}, status_code=400)(scope, receive, send)
+                return
+        response = JSONResponse([rule.to_json() for rule in self.faults.rules()])
+        await response(scope, receive, send)
+
+
+async def _drop(send: Send) -> None:
+    """Lose the answer: start one, then fail, so the server closes the connection mid-way
+    and the client sees the connection end without a whole answer."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"1000")]})
+    raise ConnectionAbortedError("fault injected: the answer is lost")
 
 
 class GitHubSim:
@@ -713,15 +758,22 @@ class GitHubSim:
 
     # fault injection
 
+    def add_faults(self, rules: Sequence[dict[str, Any]]) -> None:
+        """Fault rules (see `honk_app.sim.faults`), also settable over HTTP at /_sim/faults."""
+        self._observer.faults.add(rules)
+
+    def clear_faults(self) -> None:
+        self._observer.faults.clear()
+
     def fail_next(self, count: int, *, status: int = 502, path_contains: str = "") -> None:
         """The next `count` requests whose path contains `path_contains` fail with `status`."""
-        with self._state.lock:
-            self._observer.faults.append(_Fault(count, status, path_contains, None))
+        self.add_faults([{"action": "status", "status": status, "count": count,
+                          "path": re.escape(path_contains)}])
 
     def rate_limit_next(self, count: int, *, retry_after: int = 1) -> None:
         """The next `count` content-creating API calls (POST) hit a secondary rate limit."""
-        with self._state.lock:
-            self._observer.faults.append(_Fault(count, 403, "", retry_after))
+        self.add_faults([{"action": "status", "status": 403, "retry_after": retry_after,
+                          "count": count, "method": "POST", "path": _CONTENT_CREATING}])
 
     # internals
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,16 @@ def offline_honk(
     script: Any = None,
     env: Mapping[str, str] | None = None,
     live_model_key: str | None = None,
+    faults: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Iterator[OfflineHonk]:
-    """Start the simulators and Honk; `script` feeds the scripted Claude (None: real Claude)."""
+    """Start the simulators and Honk; `script` feeds the scripted Claude (None: real Claude).
+
+    `faults`: {"github": [rules], "claude": [rules]}, in force from the start (see
+    `honk_app.sim.faults`; more can be added later with each simulator's `add_faults`).
+    """
+    faults = faults or {}
     github = GitHubSim(root / "github")
+    github.add_faults(list(faults.get("github", ())))
     github.start()
     claude: ScriptedClaude | None = None
     try:
@@ -92,7 +99,7 @@ def offline_honk(
         if live_model_key:
             values["ANTHROPIC_API_KEY"] = live_model_key
         else:
-            claude = ScriptedClaude(script)
+            claude = ScriptedClaude(script, faults=list(faults.get("claude", ())))
             values["ANTHROPIC_API_KEY"] = SIM_ANTHROPIC_KEY
             values["ANTHROPIC_BASE_URL"] = claude.start()
         values.update(env or {})
