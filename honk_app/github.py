@@ -41,6 +41,7 @@ RETRY = RetryRateLimit(max_retry=4)
 WRITE_PERMISSIONS = ("admin", "maintain", "write")
 CALL_ATTEMPTS = 4
 CALL_BACKOFF_SECONDS = 1.0  # doubled after each attempt: 1, 2, 4 s
+QUICK_ATTEMPTS = 2
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 NO_CACHE = {"Cache-Control": "no-cache"}
 T = TypeVar("T")
@@ -206,13 +207,15 @@ class RepoGitHub:
         send: Callable[[Any], Awaitable[T]],
         *,
         look: Callable[[], Awaitable[T | None]] | None = None,
+        attempts: int = CALL_ATTEMPTS,
     ) -> T:
         """One call, through short faults. `look` finds what a create may have made before
-        its answer was lost; without it the call is one that may be sent twice."""
+        its answer was lost; without it the call is one that may be sent twice. Calls that
+        matter little (a reaction, a mid-run status edit) pass fewer `attempts`."""
         renewed = False
         delay = CALL_BACKOFF_SECONDS
         error: GitHubError | None = None
-        for attempt in range(1, CALL_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             if error is not None and look is not None:
                 try:
                     found = await look()
@@ -233,7 +236,7 @@ class RepoGitHub:
                 found = await look()  # e.g. "A pull request already exists for …"
                 if found is not None:
                     return found
-            if not error.transient or attempt == CALL_ATTEMPTS:
+            if not error.transient or attempt == attempts:
                 break
             log.warning("github call failed; retrying", call=what, error=str(error),
                         attempt=attempt)
@@ -283,13 +286,15 @@ class RepoGitHub:
                     self.owner, self.name, issue, content=content
                 )
 
-        await self._call("react", send)
+        await self._call("react", send, attempts=QUICK_ATTEMPTS)
 
     async def issue(self, number: int) -> Any:
         return await self._call("get issue", lambda rest: _data(
             rest.issues.async_get(self.owner, self.name, number)))
 
-    async def comment(self, number: int, body: str, *, marker: str | None = None) -> int:
+    async def comment(
+        self, number: int, body: str, *, marker: str | None = None, quick: bool = False
+    ) -> int:
         """Post a comment; with a `marker` (a hidden line in the body), never a second one."""
         text = self._body(body)
 
@@ -300,7 +305,8 @@ class RepoGitHub:
             return int(response.parsed_data.id)
 
         look = None if marker is None else lambda: self.find_comment(number, marker)
-        return await self._call("create comment", send, look=look)
+        return await self._call("create comment", send, look=look,
+                                attempts=QUICK_ATTEMPTS if quick else CALL_ATTEMPTS)
 
     async def find_comment(self, number: int, marker: str) -> int | None:
         """The id of the issue's first comment whose body holds `marker`, if any."""
@@ -314,10 +320,15 @@ class RepoGitHub:
                 return int(comment.id)
         return None
 
-    async def edit_comment(self, comment_id: int, body: str) -> None:
+    async def edit_comment(self, comment_id: int, body: str, *, quick: bool = False) -> None:
         text = self._body(body)
-        await self._call("edit comment", lambda rest: rest.issues.async_update_comment(
-            self.owner, self.name, comment_id, body=text))
+        await self._call(
+            "edit comment",
+            lambda rest: rest.issues.async_update_comment(
+                self.owner, self.name, comment_id, body=text
+            ),
+            attempts=QUICK_ATTEMPTS if quick else CALL_ATTEMPTS,
+        )
 
     async def pull(self, number: int) -> Any:
         return await self._call("get pull request", lambda rest: _data(

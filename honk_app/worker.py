@@ -92,21 +92,21 @@ class StatusUpdater:
         if not force and loop.time() - self._last_edit < STATUS_EDIT_INTERVAL_SECONDS:
             return
         self._last_edit = loop.time()
-        await self.deliver(text)
+        await self.deliver(text, quick=True)  # the next step's edit will carry it anyway
 
-    async def deliver(self, text: str) -> bool:
+    async def deliver(self, text: str, *, quick: bool = False) -> bool:
         """Put `text` in the status comment; False if GitHub did not take it."""
         try:
-            await self._send(text)
+            await self._send(text, quick=quick)
         except GitHubError as error:
             log.warning("status comment not updated", run_id=self.run.id, error=str(error))
             return False
         return True
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str, *, quick: bool) -> None:
         if self.run.status_comment_id is not None:
             try:
-                await self.gh.edit_comment(self.run.status_comment_id, text)
+                await self.gh.edit_comment(self.run.status_comment_id, text, quick=quick)
                 return
             except GitHubError as error:
                 if error.status != 404:
@@ -114,7 +114,7 @@ class StatusUpdater:
                 self.run.status_comment_id = None  # someone deleted it: post a new one
         # The marker lets a retry whose first answer was lost find the comment it made.
         self.run.status_comment_id = await self.gh.comment(
-            self.run.number, text, marker=run_marker(self.run.id)
+            self.run.number, text, marker=run_marker(self.run.id), quick=quick
         )
         await self.store.update(self.run.id, status_comment_id=self.run.status_comment_id)
 
