@@ -49,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use the real Claude (needs ANTHROPIC_API_KEY) instead of the script",
     )
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary files")
+    demo.add_argument(
+        "--faults",
+        type=Path,
+        help='a JSON file of fault rules, {"github": [...], "claude": [...]} '
+        "(see honk_app/sim/faults.py), to watch Honk ride them out",
+    )
     sandbox = commands.add_parser("sandbox", help="run one command as the agent's bash tool would")
     sandbox.add_argument("--workspace", required=True, type=Path)
     sandbox.add_argument(
@@ -64,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from honk_app.demo import run_demo
 
-        return run_demo(json_line=args.json, live_model=args.live_model, keep=args.keep)
+        return run_demo(json_line=args.json, live_model=args.live_model, keep=args.keep,
+                        faults_file=args.faults)
     try:
         settings = load_settings(_environment())
     except SettingsError as error:

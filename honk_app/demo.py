@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from honk_app.sim.claude import load_script
+from honk_app.sim.faults import FaultRule
 from honk_app.sim.harness import OfflineHonk, offline_honk
 
 REPO = "octo/calculator"
@@ -59,17 +60,27 @@ def _script(name: str) -> Path:
     return Path(str(resources.files("honk_app.sim") / "scripts" / name))
 
 
-def run_demo(*, json_line: bool, live_model: bool, keep: bool) -> int:
+def run_demo(
+    *, json_line: bool, live_model: bool, keep: bool, faults_file: Path | None = None
+) -> int:
     key = os.environ.get("ANTHROPIC_API_KEY") if live_model else None
     if live_model and not key:
         print("honk demo --live-model needs ANTHROPIC_API_KEY", file=sys.stderr)
         return 2
+    try:
+        faults = _faults(faults_file)
+    except (OSError, ValueError) as error:
+        print(f"honk demo --faults: {error}", file=sys.stderr)
+        return 2
     root = Path(tempfile.mkdtemp(prefix="honk-demo-"))
     env = {"HONK_UNSAFE_NO_SANDBOX": os.environ.get("HONK_UNSAFE_NO_SANDBOX", "")}
+    if faults:
+        env["HONK_RETRY_SECONDS"] = "2"  # a run handed back is tried again at once
     started = time.monotonic()
     try:
         with offline_honk(
-            root, script=None if live_model else demo_turns(), env=env, live_model_key=key
+            root, script=None if live_model else demo_turns(), env=env, live_model_key=key,
+            faults=faults,
         ) as honk:
             result = _play(honk, started)
     finally:
@@ -78,6 +89,21 @@ def run_demo(*, json_line: bool, live_model: bool, keep: bool) -> int:
     if json_line:
         print(json.dumps(result))
     return 0 if result["pr_number"] and result["checks_passed"] else 1
+
+
+def _faults(path: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """The fault rules of `--faults`: {"github": [...], "claude": [...]}, checked."""
+    if path is None:
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or set(data) - {"github", "claude"}:
+        raise ValueError('the file holds {"github": [rules], "claude": [rules]}')
+    for rules in data.values():
+        if not isinstance(rules, list):
+            raise ValueError("each simulator's rules are a JSON list")
+        for rule in rules:
+            FaultRule.parse(rule)
+    return data
 
 
 def _play(honk: OfflineHonk, started: float) -> dict[str, Any]:

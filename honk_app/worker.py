@@ -86,6 +86,7 @@ class StatusUpdater:
         self.run = run
         self.comment = comment
         self._last_edit = 0.0
+        self.last_error: GitHubError | None = None
 
     async def show(self, text: str, *, force: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -100,6 +101,7 @@ class StatusUpdater:
             await self._send(text, quick=quick)
         except GitHubError as error:
             log.warning("status comment not updated", run_id=self.run.id, error=str(error))
+            self.last_error = error
             return False
         return True
 
@@ -613,17 +615,23 @@ async def deliver_owed_statuses(services: Services) -> int:
     """One pass of `keep_statuses_true`; the number of statuses GitHub took."""
     delivered = 0
     for run in await services.store.owed_statuses():
+        if run.kind == "labels":  # an installation's run has no issue to speak on
+            await services.store.status_paid(run.id)
+            continue
         try:
             gh = await services.github.for_repo(run.installation_id, run.repo)
         except GitHubError as error:
-            log.warning("owed status not sent", run_id=run.id, error=str(error))
+            await _owed_status_failed(services, run, error)
             continue
         stats = Stats(turns=run.turns, input_tokens=run.input_tokens,
                       output_tokens=run.output_tokens, cost_usd=run.cost_usd,
                       started_at=run.started_at or run.created_at)
         comment = StatusComment(run.id, stats, _run_url(services, run))
         body = run.final_status or comment.failed(run.detail or "Honk stopped.")
-        if not await StatusUpdater(gh, services.store, run, comment).deliver(body):
+        updater = StatusUpdater(gh, services.store, run, comment)
+        if not await updater.deliver(body):
+            assert updater.last_error is not None
+            await _owed_status_failed(services, run, updater.last_error)
             continue
         if run.final_status is None:  # a crash or a give-up the run could not report itself
             await _react(gh, Trigger.from_json(run.trigger_data), "confused")
@@ -631,6 +639,15 @@ async def deliver_owed_statuses(services: Services) -> int:
         log.info("owed status sent", run_id=run.id)
         delivered += 1
     return delivered
+
+
+async def _owed_status_failed(services: Services, run: Run, error: GitHubError) -> None:
+    """Try again next time if GitHub may take it then; not if it refused (the issue or the
+    installation is gone, the App lost access)."""
+    log.warning("owed status not sent", run_id=run.id, error=str(error),
+                giving_up=not error.transient)
+    if not error.transient:
+        await services.store.status_paid(run.id)
 
 
 def _push_sentence(rejection: PushRejected, workspace: Workspace) -> str:
