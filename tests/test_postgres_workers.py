@@ -388,7 +388,8 @@ def test_honk_migrate_creates_the_schema_once(tmp_path: Path) -> None:
                                timeout=60)
         assert first.returncode == 0, first.stderr
         assert first.stdout.splitlines() == [
-            "applied procrastinate/schema.sql", "applied honk/0001-deliveries-and-runs"
+            "applied procrastinate/schema.sql", "applied honk/0001-deliveries-and-runs",
+            "applied honk/0002-status-owed",
         ]
         assert (again.returncode, again.stdout.strip()) == (0, "The schema is up to date.")
         tables = {r["table_name"] for r in rows(
