@@ -19,14 +19,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
-from githubkit.exception import GitHubException, RequestError, RequestFailed
+from githubkit.exception import (
+    GitHubException,
+    RateLimitExceeded,
+    RequestError,
+    RequestFailed,
+)
 from githubkit.retry import RetryRateLimit
+from githubkit.typing import RetryOption
 
 from honk_app.config import Settings
 from honk_app.redact import Redactor
@@ -35,9 +42,30 @@ log = structlog.get_logger()
 
 MAX_BODY_CHARS = 65_536
 TOKEN_REFRESH_MARGIN_SECONDS = 10 * 60
+# A call that matters little (a mid-run status edit, a reaction) does not wait out a rate
+# limit: it gives up at once, and the run goes on.
+_QUICK: ContextVar[bool] = ContextVar("honk_github_quick", default=False)
+
+
+MAX_RATE_LIMIT_WAIT = timedelta(seconds=60)
+
+
+class _RateLimitUnlessQuick(RetryRateLimit):
+    """githubkit's wait for a rate limit, except for quick calls and for waits over a
+    minute (a primary limit's reset): those come back as a rate-limited GitHubError, and
+    the run is handed back instead of holding a worker."""
+
+    def __call__(self, exc: GitHubException, retry_count: int) -> RetryOption:
+        if _QUICK.get():
+            return RetryOption(False)
+        if isinstance(exc, RateLimitExceeded) and exc.retry_after > MAX_RATE_LIMIT_WAIT:
+            return RetryOption(False)
+        return super().__call__(exc, retry_count)
+
+
 # Only rate limits are retried by githubkit itself: GitHub refused before acting, so any
 # method may be sent again. Server errors and resets are `RepoGitHub._call`'s to decide.
-RETRY = RetryRateLimit(max_retry=4)
+RETRY = _RateLimitUnlessQuick(max_retry=4)
 WRITE_PERMISSIONS = ("admin", "maintain", "write")
 CALL_ATTEMPTS = 4
 CALL_BACKOFF_SECONDS = 1.0  # doubled after each attempt: 1, 2, 4 s
@@ -54,16 +82,25 @@ class GitHubError(Exception):
     later (the run is handed back); otherwise GitHub refused it, and retrying will not help.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        rate_limited: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
-        self.transient = transient
+        self.transient = transient or rate_limited
+        self.rate_limited = rate_limited
 
 
 def as_github_error(error: GitHubException) -> GitHubError:
     status = error.response.status_code if isinstance(error, RequestFailed) else None
-    transient = status is None or status in TRANSIENT_STATUSES or _rate_limited(error)
-    return GitHubError(describe(error), status=status, transient=transient)
+    transient = status is None or status in TRANSIENT_STATUSES
+    return GitHubError(describe(error), status=status, transient=transient,
+                       rate_limited=_rate_limited(error))
 
 
 def _rate_limited(error: GitHubException) -> bool:
@@ -224,10 +261,13 @@ class RepoGitHub:
                 if found is not None:
                     log.info("github write found after a lost answer", call=what)
                     return found
+            quick = _QUICK.set(attempts < CALL_ATTEMPTS)
             try:
                 return await send(await self._rest())
             except GitHubException as raw:
                 error = as_github_error(raw)
+            finally:
+                _QUICK.reset(quick)
             if error.status == 401 and not renewed:
                 renewed = True  # the token was revoked or expired early: one fresh token
                 await self.token(renew=True)
@@ -238,6 +278,8 @@ class RepoGitHub:
                     return found
             if not error.transient or attempt == attempts:
                 break
+            if error.rate_limited and attempts < CALL_ATTEMPTS:
+                break  # a quick call does not press on against a rate limit
             log.warning("github call failed; retrying", call=what, error=str(error),
                         attempt=attempt)
             await asyncio.sleep(delay)

@@ -54,6 +54,8 @@ log = structlog.get_logger()
 LABEL_COLOR = "7057ff"
 LABEL_DESCRIPTION = "Ask Honk to open a pull request for this issue"
 STATUS_EDIT_INTERVAL_SECONDS = 3.0
+# After a mid-run edit GitHub refused, the next ones wait this long (no hammering).
+STATUS_QUIET_SECONDS = 15.0
 MAX_OUTAGE_RETRIES = 5
 PUSH_ATTEMPTS = 3
 PUSH_BACKOFF_SECONDS = 2.0
@@ -86,14 +88,18 @@ class StatusUpdater:
         self.run = run
         self.comment = comment
         self._last_edit = 0.0
+        self._quiet_until = 0.0
         self.last_error: GitHubError | None = None
 
     async def show(self, text: str, *, force: bool = True) -> None:
         loop = asyncio.get_running_loop()
         if not force and loop.time() - self._last_edit < STATUS_EDIT_INTERVAL_SECONDS:
             return
+        if loop.time() < self._quiet_until:
+            return  # the next edit after the pause carries the newest text
         self._last_edit = loop.time()
-        await self.deliver(text, quick=True)  # the next step's edit will carry it anyway
+        if not await self.deliver(text, quick=True):
+            self._quiet_until = loop.time() + STATUS_QUIET_SECONDS
 
     async def deliver(self, text: str, *, quick: bool = False) -> bool:
         """Put `text` in the status comment; False if GitHub did not take it."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from honk_app.db import SQLiteDatabase
 from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
@@ -183,9 +184,15 @@ def test_edits_of_the_status_failing_for_a_while_do_not_end_the_run(tmp_path: Pa
         one_pull(honk)
 
 
-def test_the_final_state_is_sent_again_until_github_takes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("refusal", [
+    {"status": 503},
+    {"status": 403, "retry_after": 1},  # a secondary rate limit
+], ids=["5xx", "secondary-limit"])
+def test_the_final_state_is_sent_again_until_github_takes_it(
+    tmp_path: Path, refusal: dict[str, Any]
+) -> None:
     with faulty_honk(tmp_path) as honk:
-        honk.github.add_faults([{"status": 503, "method": "PATCH", "path": "/issues/comments/",
+        honk.github.add_faults([{**refusal, "method": "PATCH", "path": "/issues/comments/",
                                  "for_seconds": 600}])
         run = label(honk)
         assert run["outcome"] == "success", run
