@@ -754,3 +754,59 @@ def test_cost_follows_the_price_table() -> None:
     assert price_for("claude-opus-4-20250514").base.input == 15.0
     assert price_for("claude-opus-4-5-20251101").base.input == 5.0
     assert price_for("some-future-model") is UNKNOWN_MODEL_PRICE
+
+
+# --- faults: malformed input, a long overload ------------------------------------------------
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("bash", "ls -la"),
+    ("str_replace_based_edit_tool", ["view", "/workspace/calc.py"]),
+    ("report", "Fixed the bug"),
+    ("no_such_tool", 42),
+])
+def test_malformed_tool_input_is_a_tool_error_and_the_run_goes_on(
+    serve: Any, sample_repo: Path, name: str, bad: Any
+) -> None:
+    claude, url = serve([
+        {"tool": name, "input": bad},
+        {"tool": "report", "input": {"title": "t", "summary": "s", "commit_message": "c"}},
+    ])
+
+    _, [result] = drive(url, WorkspaceTools(sample_repo))
+
+    assert result.outcome == "reported"
+    [answer] = last_user_content(claude.requests[1])
+    assert answer["is_error"] is True
+    assert answer["content"] == prompts.MALFORMED_TOOL_INPUT.format(name=name)
+
+
+def test_an_overload_outlasting_the_sdks_retries_is_waited_out_with_a_line(
+    serve: Any, sample_repo: Path
+) -> None:
+    claude, url = serve([
+        {"error": 529, "times": 2 * (API_MAX_RETRIES + 1) + 1},
+        {"tool": "report", "input": {"title": "t", "summary": "s", "commit_message": "c"}},
+    ])
+    lines: list[str] = []
+
+    async def on_wait(line: str) -> None:
+        lines.append(line)
+
+    _, [result] = drive(url, WorkspaceTools(sample_repo), on_wait=on_wait)
+
+    assert result.outcome == "reported"
+    assert lines == ["Anthropic is overloaded; waiting"]
+    assert len(claude.requests) == 2 * (API_MAX_RETRIES + 1) + 2
+
+
+def test_an_overload_ends_with_the_time_budget_not_an_error(
+    serve: Any, sample_repo: Path
+) -> None:
+    serve_result = serve([{"error": 529, "times": 10_000}])
+
+    _, [result] = drive(serve_result[1], WorkspaceTools(sample_repo),
+                        budget=Budget(timeout_seconds=2.5))
+
+    assert result.outcome == "budget_exhausted" and result.report is None
+    assert "time budget ran out" in result.detail

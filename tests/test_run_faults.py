@@ -96,12 +96,23 @@ def test_faults_are_set_over_http_and_run_out(tmp_path: Path) -> None:
         assert answer.json()["error"]["type"] == "overloaded_error"
 
 
-def test_a_reset_drops_the_connection(tmp_path: Path) -> None:
+def test_resets_holds_and_slow_answers(tmp_path: Path) -> None:
     with faulty_honk(tmp_path) as honk:
+        api = f"{honk.github.api_url}/repos/{REPO}"
         honk.github.add_faults([{"action": "reset", "path": "/repos/"}])
-        with contextlib.suppress(httpx.RemoteProtocolError):
-            httpx.get(f"{honk.github.api_url}/repos/{REPO}")
-            raise AssertionError("the connection was not dropped")
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(api)
+        honk.github.add_faults([{"action": "hold", "seconds": 5, "method": "GET"}])
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(api, timeout=0.5)
+        honk.github.add_faults([{"action": "slow", "seconds": 0.6}])
+        started = time.monotonic()
+        assert httpx.get(api).status_code == 404  # no token: the answer itself is normal
+        assert time.monotonic() - started >= 0.6
+        assert honk.claude is not None
+        honk.claude.add_faults([{"action": "reset"}])
+        with pytest.raises(httpx.TransportError):
+            httpx.post(honk.settings.anthropic_base_url + "/v1/messages", json={})
 
 
 # --- writes that are safe to repeat -----------------------------------------------------------

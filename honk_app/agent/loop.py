@@ -326,7 +326,7 @@ class Agent:
         sent = list(self._pending)
         message = await self._query()
         self._messages.append({"role": "user", "content": sent})
-        content = [block.to_dict(mode="json") for block in message.content]
+        content = [block.to_dict(mode="json", warnings=False) for block in message.content]
         self._messages.append({"role": "assistant", "content": content})
         self._pending = []
         turn = self._account(message)
