@@ -42,12 +42,10 @@ log = structlog.get_logger()
 
 MAX_BODY_CHARS = 65_536
 TOKEN_REFRESH_MARGIN_SECONDS = 10 * 60
+MAX_RATE_LIMIT_WAIT = timedelta(seconds=60)
 # A call that matters little (a mid-run status edit, a reaction) does not wait out a rate
 # limit: it gives up at once, and the run goes on.
 _QUICK: ContextVar[bool] = ContextVar("honk_github_quick", default=False)
-
-
-MAX_RATE_LIMIT_WAIT = timedelta(seconds=60)
 
 
 class _RateLimitUnlessQuick(RetryRateLimit):
@@ -98,7 +96,9 @@ class GitHubError(Exception):
 
 def as_github_error(error: GitHubException) -> GitHubError:
     status = error.response.status_code if isinstance(error, RequestFailed) else None
-    transient = status is None or status in TRANSIENT_STATUSES
+    # A RequestError without a status: the connection was reset or the answer timed out.
+    unreachable = isinstance(error, RequestError) and status is None
+    transient = unreachable or status in TRANSIENT_STATUSES
     return GitHubError(describe(error), status=status, transient=transient,
                        rate_limited=_rate_limited(error))
 

@@ -247,7 +247,9 @@ async def _execute(
 
 async def _acknowledge(gh: RepoGitHub, trigger: Trigger, status: StatusUpdater) -> None:
     await _react(gh, trigger, "eyes")
-    await status.step("picked up")
+    attempt = status.run.attempts
+    # A resumed run's comment starts its steps anew: say where they pick up from.
+    await status.step("picked up" if attempt <= 1 else f"picked up again (attempt {attempt})")
 
 
 async def _react(gh: RepoGitHub, trigger: Trigger, content: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from honk_app.backend import Backend, PostgresBackend, SQLiteBackend
 from honk_app.db import DatabaseUnavailable
-from honk_app.runs import MAX_ATTEMPTS
+from honk_app.runs import MAX_ATTEMPTS, RunState
 from honk_app.sim.loopback import free_port
 from honk_app.triggers import Trigger
 from tests.postgres import fresh_schema, rows
@@ -158,3 +158,22 @@ async def test_an_unreachable_server_is_unavailable_not_an_error() -> None:
     with pytest.raises(DatabaseUnavailable):
         await backend.store.record_delivery("d-1", "issues", "labeled", task())
     await backend.close()
+
+
+async def test_a_final_state_github_did_not_take_is_owed_until_paid(backend: Backend) -> None:
+    store = backend.store
+    crashed = (await store.record_delivery("d-1", "issues", "labeled", task(1))).run_id
+    done = (await store.record_delivery("d-2", "issues", "labeled", task(2))).run_id
+    assert crashed is not None and done is not None
+    await store.start(crashed, "host:1:a")
+    await store.update(crashed, attempts=MAX_ATTEMPTS, heartbeat_at=0)
+    assert await store.requeue_stale(lease_seconds=60) == 1
+    await store.start(done, "host:1:a")
+    await store.finish(done, RunState.DONE, "success", "Opened #3")
+    await store.owe_status(done, "🚀 Opened #3")
+    owed = await store.owed_statuses()
+    assert [(r.id, r.outcome, r.final_status) for r in owed] == [
+        (crashed, "crashed", None), (done, "success", "🚀 Opened #3")
+    ]
+    await store.status_paid(crashed)
+    assert [r.id for r in await store.owed_statuses()] == [done]

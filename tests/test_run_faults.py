@@ -294,7 +294,9 @@ def test_a_failed_push_hands_the_run_back_and_the_same_commit_is_pushed(tmp_path
         assert honk.claude is not None and len(honk.claude.requests) == len(FIX), \
             "the agent was paid for twice"
         pull = one_pull(honk)
-        assert the_status(honk).startswith(f"🚀 Opened #{pull['number']}")
+        body = the_status(honk)
+        assert body.startswith(f"🚀 Opened #{pull['number']}")
+        assert "picked up again (attempt 2)" in body
         log = git_out(honk.github.git_dir(REPO), "log", "--format=%an %s",
                       f"main..{pull['head']['ref']}")
         assert log.splitlines() == ["honk[bot] Fix add() to return the sum"]
