@@ -351,14 +351,16 @@ class RepoGitHub:
                                 attempts=QUICK_ATTEMPTS if quick else CALL_ATTEMPTS)
 
     async def find_comment(self, number: int, marker: str) -> int | None:
-        """The id of the issue's first comment whose body holds `marker`, if any."""
+        """The id of the issue's first comment by Honk whose body holds `marker`, if any
+        (anyone can write a marker into a comment of their own)."""
+        bot = await self._app.bot_login()
         for comment in await self._all_pages(
             "list comments",
             lambda rest, page: rest.issues.async_list_comments(
                 self.owner, self.name, number, per_page=100, page=page, headers=NO_CACHE
             ),
         ):
-            if marker in (comment.body or ""):
+            if marker in (comment.body or "") and _login(comment) == bot:
                 return int(comment.id)
         return None
 
@@ -447,8 +449,10 @@ class RepoGitHub:
         text = self._body(body)
 
         async def look() -> bool | None:
+            bot = await self._app.bot_login()
             for reply in await self.pull_review_comments(number):
-                if reply.in_reply_to_id == comment_id and marker and marker in reply.body:
+                if (reply.in_reply_to_id == comment_id and marker and marker in reply.body
+                        and _login(reply) == bot):
                     return True
             return None
 
@@ -489,6 +493,10 @@ class RepoGitHub:
             if len(chunk) < 100:
                 return items
             page += 1
+
+
+def _login(item: Any) -> str | None:
+    return item.user.login if item.user is not None else None
 
 
 async def _data(response: Awaitable[Any]) -> Any:

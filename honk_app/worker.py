@@ -384,7 +384,10 @@ async def _follow_up(
                 await _push(run, gh, status, services, workspace, change, pull.base.repo.clone_url)
     sha = (run.pushed_sha or "")[:7]
     # A resumed run may have replied in some threads already: those are not replied to again.
-    replied = await _replied(gh, run) if threads and run.attempts > 1 else set()
+    if threads and run.attempts > 1:
+        replied = await _replied(gh, run, await services.github.bot_login())
+    else:
+        replied = set()
     for comment, thread_id in threads.items():
         marker = reply_marker(run.id, comment.id)
         if marker in replied:
@@ -431,12 +434,13 @@ async def _review_threads(
     }
 
 
-async def _replied(gh: RepoGitHub, run: Run) -> set[str]:
-    """The reply markers of this run already in the pull request's threads."""
+async def _replied(gh: RepoGitHub, run: Run, bot: str) -> set[str]:
+    """The reply markers of this run already in the pull request's threads, from Honk."""
     found = set()
     for comment in await gh.pull_review_comments(run.number):
-        for marker in re.findall(r"<!-- honk:reply:\d+:\d+ -->", comment.body or ""):
-            found.add(marker)
+        if comment.user is None or comment.user.login != bot:
+            continue
+        found.update(re.findall(r"<!-- honk:reply:\d+:\d+ -->", comment.body or ""))
     return found
 
 
