@@ -68,6 +68,13 @@ def the_status(honk: OfflineHonk, number: int = 1, *, timeout: float = 30) -> st
         time.sleep(0.1)
 
 
+def eventually(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def one_pull(honk: OfflineHonk) -> dict[str, Any]:
     pulls = honk.github.pulls(REPO)
     assert len(pulls) == 1, [p["head"]["ref"] for p in pulls]
@@ -253,7 +260,7 @@ def test_a_run_that_crashed_for_good_says_so_on_the_issue(tmp_path: Path) -> Non
         assert (run["state"], run["outcome"]) == ("failed", "crashed")
         body = the_status(honk, number, timeout=20)
         assert body.startswith("😕 **Honk stopped**: Honk stopped unexpectedly"), body
-        assert "confused" in {r["content"] for r in sim.reactions(REPO, number)}
+        eventually(lambda: "confused" in {r["content"] for r in sim.reactions(REPO, number)})
         assert sim.pulls(REPO) == []
 
 
