@@ -21,3 +21,25 @@ RUN_SECONDS = Histogram(
 TOKENS = Counter("honk_model_tokens_total", "Model tokens by model and kind.", ["model", "kind"])
 COST = Counter("honk_model_cost_usd_total", "Model spend in US dollars by model.", ["model"])
 QUEUE_DEPTH = Gauge("honk_queue_depth", "Runs waiting for a worker.")
+
+# The X-GitHub-Event values counted by name: those the App subscribes to (app-manifest.yml)
+# and those GitHub sends every App. Any other value, and every request whose signature was
+# not checked, is counted under a fixed label, so strangers cannot add series.
+KNOWN_EVENTS = frozenset({
+    "issues", "issue_comment", "pull_request", "pull_request_review",
+    "pull_request_review_comment", "pull_request_review_thread", "installation",
+    "installation_repositories", "installation_target", "github_app_authorization",
+    "meta", "ping",
+})
+OTHER = "other"
+UNVERIFIED = "unverified"
+_UNVERIFIED_OUTCOMES = ("unconfigured", "bad_signature", "too_large", "busy", "slow_body")
+
+
+def event_label(event: str) -> str:
+    return event if event in KNOWN_EVENTS or event == UNVERIFIED else OTHER
+
+
+# Created up front, so the series /metrics shows do not depend on what strangers sent.
+for _outcome in _UNVERIFIED_OUTCOMES:
+    DELIVERIES.labels(event=UNVERIFIED, outcome=_outcome)

@@ -72,13 +72,45 @@ ALTER TABLE runs ADD COLUMN final_status TEXT;
 CREATE INDEX IF NOT EXISTS runs_status_owed ON runs (status_owed);
 """
 
+# What a delivery is, beside its id (see `triggers.event_key`): a signed delivery posted
+# again under a new X-GitHub-Delivery has the same key and queues nothing. Requests to stop
+# wait here until a worker has checked who sent them; refusals are remembered so that a
+# person is told once per issue, not at every attempt.
+_EVENT_KEYS_STOPS_REFUSALS = """
+ALTER TABLE deliveries ADD COLUMN event_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS deliveries_event_key ON deliveries (event_key);
+CREATE INDEX IF NOT EXISTS deliveries_received_at ON deliveries (received_at);
+CREATE TABLE IF NOT EXISTS stop_requests (
+    id {id},
+    delivery_id TEXT NOT NULL,
+    lock_key TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    comment_id BIGINT,
+    received_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stop_requests_lock_key ON stop_requests (lock_key, state);
+CREATE TABLE IF NOT EXISTS refusals (
+    lock_key TEXT NOT NULL,
+    login TEXT NOT NULL,
+    refused_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (lock_key, login)
+);
+"""
+
 # Schema changes, oldest first, each applied once and recorded in honk_migrations. Append
 # new ones; never edit one that has shipped.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("honk/0001-deliveries-and-runs", _DELIVERIES_AND_RUNS),
     ("honk/0002-status-owed", _STATUS_OWED),
+    ("honk/0003-event-keys-stops-refusals", _EVENT_KEYS_STOPS_REFUSALS),
 )
 SCHEMA = ddl(_DELIVERIES_AND_RUNS, "sqlite")
+# How long deliveries (and their event keys), stop requests and refusals are kept. A
+# delivery whose event is older than this is not acted on (`triggers.event_time`), so a
+# replay cannot outlive the key that would have caught it. GitHub redelivers up to 3 days.
+RETENTION_SECONDS = 7 * 24 * 3600.0
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 # Called inside the transaction that stores a run, to queue it in the same commit.
 Enqueue = Callable[[Sql, int, str], Awaitable[None]]
@@ -93,6 +125,7 @@ class RunState(StrEnum):
 
 
 ACTIVE_STATES = (RunState.QUEUED, RunState.RUNNING)
+MAX_RUN_ID = 2**63 - 1  # BIGINT, on both databases
 MAX_ATTEMPTS = 3
 
 
@@ -146,7 +179,19 @@ class Accepted:
 
     duplicate: bool
     run_id: int | None = None
-    cancelled: int = 0
+    stop_requested: bool = False
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A `/honk stop` comment, waiting for a worker to check who sent it."""
+
+    id: int
+    delivery_id: str
+    lock_key: str
+    sender: str
+    comment_id: int | None
+    received_at: float
 
 
 class RunStore:
@@ -155,6 +200,7 @@ class RunStore:
     def __init__(self, db: Storage, *, enqueue: Enqueue | None = None) -> None:
         self.db = db
         self._enqueue = enqueue
+        self._prune_after = 0.0
 
     async def migrate(self) -> list[str]:
         """Create or bring up to date the tables; the names of the changes applied."""
@@ -176,24 +222,42 @@ class RunStore:
         return await self.db.call(op)
 
     async def record_delivery(
-        self, delivery_id: str, event: str, action: str | None, trigger: Trigger | None
+        self,
+        delivery_id: str,
+        event: str,
+        action: str | None,
+        trigger: Trigger | None,
+        *,
+        event_key: str | None = None,
     ) -> Accepted:
-        """Dedupe by delivery id, then persist the run (or the stop) in the same commit."""
+        """Dedupe by delivery id and by what the delivery is (`event_key`), then persist the
+        run (or the stop request) in the same commit."""
+        now = time.time()
+        prune = now >= self._prune_after
+        if prune:
+            self._prune_after = now + PRUNE_INTERVAL_SECONDS
 
         async def op(sql: Sql) -> Accepted:
-            now = time.time()
+            if prune:
+                await _prune(sql, now - RETENTION_SECONDS)
             outcome = "ignored" if trigger is None else trigger.kind
+            # No conflict target: a second delivery id or a second event key both conflict.
             inserted = await sql.execute(
-                "INSERT INTO deliveries (id, event, action, received_at, outcome)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (delivery_id, event, action, now, outcome),
+                "INSERT INTO deliveries (id, event, action, received_at, outcome, event_key)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (delivery_id, event, action, now, outcome, event_key),
             )
             if not inserted.rowcount:
                 return Accepted(duplicate=True)
             if trigger is None:
                 return Accepted(duplicate=False)
             if trigger.kind == "stop":
-                return Accepted(duplicate=False, cancelled=await _request_cancel(sql, trigger))
+                await sql.execute(
+                    "INSERT INTO stop_requests (delivery_id, lock_key, sender, comment_id,"
+                    " received_at, state) VALUES (?, ?, ?, ?, ?, 'pending')",
+                    (delivery_id, trigger.lock_key, trigger.sender, trigger.comment_id, now),
+                )
+                return Accepted(duplicate=False, stop_requested=True)
             row = (await sql.execute(
                 "INSERT INTO runs (delivery_id, kind, repo, number, lock_key, installation_id,"
                 " sender, trigger, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -345,8 +409,56 @@ class RunStore:
             "SELECT * FROM runs WHERE status_owed = 1 AND state IN (?, ?, ?) ORDER BY id LIMIT ?",
             (RunState.DONE, RunState.FAILED, RunState.CANCELLED, limit),
         )
+    async def pending_stops(self, lock_key: str, *, since: float) -> list[StopRequest]:
+        """Stop requests for this issue/PR received at or after `since`, not yet decided."""
+
+        async def op(sql: Sql) -> list[StopRequest]:
+            rows = await sql.execute(
+                "SELECT id, delivery_id, lock_key, sender, comment_id, received_at"
+                " FROM stop_requests WHERE lock_key = ? AND state = 'pending'"
+                " AND received_at >= ? ORDER BY id",
+                (lock_key, since),
+            )
+            return [StopRequest(**dict(row)) for row in rows]
+
+        return await self.db.call(op)
+
+    async def apply_stop(self, request: StopRequest) -> int:
+        """A worker found the request's sender may stop: cancel the issue/PR's runs that
+        were queued before it, flag the running one; how many runs it touched."""
+
+        async def op(sql: Sql) -> int:
+            await sql.execute(
+                "UPDATE stop_requests SET state = 'applied' WHERE id = ?", (request.id,)
+            )
+            return await _request_cancel(sql, request.lock_key, request.received_at)
+
+        return await self.db.call(op)
+
+    async def refuse_stop(self, request: StopRequest) -> None:
+        async def op(sql: Sql) -> None:
+            await sql.execute(
+                "UPDATE stop_requests SET state = 'refused' WHERE id = ?", (request.id,)
+            )
+
+        await self.db.call(op)
+
+    async def first_refusal(self, lock_key: str, login: str) -> bool:
+        """Remember that `login` was refused on this issue/PR; True the first time."""
+
+        async def op(sql: Sql) -> bool:
+            inserted = await sql.execute(
+                "INSERT INTO refusals (lock_key, login, refused_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (lock_key, login, time.time()),
+            )
+            return inserted.rowcount > 0
+
+        return await self.db.call(op)
 
     async def get(self, run_id: int) -> Run | None:
+        if not 0 < run_id <= MAX_RUN_ID:  # a number from a URL, beyond any run's id
+            return None
         return await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
 
     async def latest_for(self, lock_key: str, *, exclude: int) -> Run | None:
@@ -426,16 +538,24 @@ async def _give_back(sql: Sql, stale: str, params: tuple[Any, ...]) -> int:
     return failed.rowcount + requeued.rowcount
 
 
-async def _request_cancel(sql: Sql, trigger: Trigger) -> int:
+async def _request_cancel(sql: Sql, lock_key: str, before: float) -> int:
     now = time.time()
     queued = await sql.execute(
         "UPDATE runs SET state = ?, outcome = 'stopped', detail = ?, finished_at = ?"
-        " WHERE lock_key = ? AND state = ?",
-        (RunState.CANCELLED, "Stopped by /honk stop before it started.", now, trigger.lock_key,
-         RunState.QUEUED),
+        " WHERE lock_key = ? AND state = ? AND created_at <= ?",
+        (RunState.CANCELLED, "Stopped by /honk stop before it started.", now, lock_key,
+         RunState.QUEUED, before),
     )
     running = await sql.execute(
-        "UPDATE runs SET cancel_requested = 1 WHERE lock_key = ? AND state = ?",
-        (trigger.lock_key, RunState.RUNNING),
+        "UPDATE runs SET cancel_requested = 1 WHERE lock_key = ? AND state = ?"
+        " AND created_at <= ?",
+        (lock_key, RunState.RUNNING, before),
     )
     return queued.rowcount + running.rowcount
+
+
+async def _prune(sql: Sql, cutoff: float) -> None:
+    """Forget deliveries, stop requests and refusals older than the retention window."""
+    await sql.execute("DELETE FROM deliveries WHERE received_at < ?", (cutoff,))
+    await sql.execute("DELETE FROM stop_requests WHERE received_at < ?", (cutoff,))
+    await sql.execute("DELETE FROM refusals WHERE refused_at < ?", (cutoff,))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 HONK_COMMAND = re.compile(r"^/honk(?:[ \t]+(?P<rest>.*))?$", re.DOTALL)
@@ -64,6 +65,43 @@ def trigger_for(event: str, payload: Any, *, label: str) -> Trigger | None:
     if (event, action) in (("installation", "created"), ("installation_repositories", "added")):
         return _installed(event, payload)
     return None
+
+
+def event_key(event: str, payload: Any, body_digest: str) -> str:
+    """What a delivery is, whatever its X-GitHub-Delivery says: a comment or a review by
+    its id, a label added by the issue, the label and the issue's time of change. Two
+    deliveries with one key are one event (a replay, or the same event sent twice); where
+    the payload lacks those fields, the body's digest stands for it."""
+    action = _get(payload, "action")
+    if event == "issue_comment" and isinstance(_get(payload, "comment", "id"), int):
+        return f"issue_comment.{action}:{payload['comment']['id']}"
+    if event == "pull_request_review" and isinstance(_get(payload, "review", "id"), int):
+        return f"pull_request_review.{action}:{payload['review']['id']}"
+    if event == "issues" and action == "labeled":
+        parts = (_get(payload, "issue", "id"), _get(payload, "label", "name"),
+                 _get(payload, "issue", "updated_at"))
+        if all(isinstance(part, int | str) for part in parts):
+            return "issues.labeled:" + ":".join(str(part) for part in parts)
+    return f"sha256:{body_digest}"
+
+
+def event_time(event: str, payload: Any) -> float | None:
+    """When the event happened, by the payload (None if it does not say, or not clearly)."""
+    if event == "issue_comment":
+        stamp = _get(payload, "comment", "created_at")
+    elif event == "pull_request_review":
+        stamp = _get(payload, "review", "submitted_at")
+    elif event == "issues":
+        stamp = _get(payload, "issue", "updated_at")
+    else:
+        return None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _labeled(payload: dict[str, Any], label: str) -> Trigger | None:

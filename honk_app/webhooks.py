@@ -2,13 +2,21 @@
 
 Nothing on this path calls GitHub or Anthropic. A delivery is answered only after it is
 durably stored, so a 2xx means it will not be lost; a storage outage answers 503.
+
+Until its signature is checked a body is a stranger's, so reading it is bounded: a post
+without a signature header is refused before its body is read, a body must arrive whole
+within `BODY_SECONDS`, and the bodies being read at once are bounded in number and in
+bytes together (`BodyGate`); beyond either bound the answer is a quick 503. Nothing a
+stranger sends picks a metrics label (`metrics.event_label`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable
 
@@ -18,22 +26,87 @@ from starlette.responses import JSONResponse
 
 from honk_app import metrics
 from honk_app.db import DatabaseUnavailable
-from honk_app.runs import RunStore
-from honk_app.triggers import trigger_for
+from honk_app.runs import RETENTION_SECONDS, RunStore
+from honk_app.triggers import event_key, event_time, trigger_for
 
 log = structlog.get_logger()
 
 MAX_BODY_BYTES = 25 * 2**20
+BODY_SECONDS = 10.0
+# Bodies read at once, and their bytes together: room for two 25 MiB deliveries beside
+# hundreds of ordinary ones (GitHub's are a few KiB to a few hundred).
+MAX_BODY_READS = 256
+BODY_BUDGET_BYTES = 64 * 2**20
+SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
+# Answers that close the connection: the rest of the body, if any, is not read.
+CLOSE = {"Connection": "close"}
+
+
+class BodyRefused(Exception):
+    def __init__(self, status: int, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+
+
+class BodyGate:
+    """Bounds what reading not-yet-verified bodies can cost the server: how many are read
+    at once, how many bytes they hold together, and how long one may take to arrive."""
+
+    def __init__(
+        self,
+        *,
+        max_reads: int = MAX_BODY_READS,
+        budget_bytes: int = BODY_BUDGET_BYTES,
+        seconds: float = BODY_SECONDS,
+    ) -> None:
+        self.max_reads = max_reads
+        self.budget_bytes = budget_bytes
+        self.seconds = seconds
+        self._reads = 0
+        self._bytes = 0
+
+    async def read(self, request: Request) -> bytes:
+        if self._reads >= self.max_reads:
+            raise BodyRefused(503, "busy", "Too many deliveries arriving at once; redeliver later.")
+        self._reads += 1
+        held = 0
+        try:
+            async with asyncio.timeout(self.seconds):
+                chunks: list[bytes] = []
+                async for chunk in request.stream():
+                    if held + len(chunk) > MAX_BODY_BYTES:
+                        raise BodyRefused(413, "too_large", "Payload over 25 MiB.")
+                    if self._bytes + len(chunk) > self.budget_bytes:
+                        raise BodyRefused(503, "busy", "Too many large deliveries arriving at "
+                                          "once; redeliver later.")
+                    self._bytes += len(chunk)
+                    held += len(chunk)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except TimeoutError:
+            raise BodyRefused(408, "slow_body", f"The body did not arrive within "
+                              f"{self.seconds:.0f} seconds.") from None
+        finally:
+            self._reads -= 1
+            self._bytes -= held
 
 
 class WebhookReceiver:
     def __init__(
-        self, store: RunStore, *, secret: str | None, label: str, on_run: Callable[[], None]
+        self,
+        store: RunStore,
+        *,
+        secret: str | None,
+        label: str,
+        on_run: Callable[[], None],
+        gate: BodyGate | None = None,
     ) -> None:
         self._store = store
         self._secret = secret.encode() if secret else None
         self._label = label
         self._on_run = on_run
+        self._gate = gate or BodyGate()
 
     async def receive(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
@@ -43,29 +116,47 @@ class WebhookReceiver:
         return response
 
     async def _handle(self, request: Request, event: str) -> JSONResponse:
+        # Until the signature is checked, the event header is a stranger's word: the
+        # answers before that are counted under one label, whatever it says.
         if self._secret is None:
-            return _answer(503, event, "unconfigured", "Honk has no WEBHOOK_SECRET yet; "
-                           "finish the setup at / first.")
+            return _answer(503, metrics.UNVERIFIED, "unconfigured",
+                           "Honk has no WEBHOOK_SECRET yet; finish the setup at / first.")
+        signature = request.headers.get("x-hub-signature-256", "")
+        if not SIGNATURE.fullmatch(signature):
+            return _answer(401, metrics.UNVERIFIED, "bad_signature",
+                           "Missing or malformed X-Hub-Signature-256.", headers=CLOSE)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _answer(413, event, "too_large", "Payload over 25 MiB.")
-        body = await _read_body(request)
-        if body is None:
-            return _answer(413, event, "too_large", "Payload over 25 MiB.")
-        if not _signature_ok(self._secret, body, request.headers.get("x-hub-signature-256")):
-            return _answer(401, event, "bad_signature", "Signature does not match.")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _answer(413, metrics.UNVERIFIED, "too_large", "Payload over 25 MiB.",
+                           headers=CLOSE)
+        try:
+            body = await self._gate.read(request)
+        except BodyRefused as refused:
+            return _answer(refused.status, metrics.UNVERIFIED, refused.outcome, str(refused),
+                           headers=CLOSE)
+        if not _signature_ok(self._secret, body, signature):
+            return _answer(401, metrics.UNVERIFIED, "bad_signature", "Signature does not match.")
         delivery_id = request.headers.get("x-github-delivery", "")
         if not event or not delivery_id:
             return _answer(400, event, "bad_request",
                            "Missing X-GitHub-Event or X-GitHub-Delivery header.")
         try:
             payload = json.loads(body)
-        except ValueError:
-            return _answer(400, event, "bad_request", "The body is not JSON.")
+        except (ValueError, RecursionError):
+            return _answer(400, event, "bad_request", "The body is not JSON (or nests too deep).")
         action = payload.get("action") if isinstance(payload, dict) else None
         trigger = trigger_for(event, payload, label=self._label)
+        key = None
+        if trigger is not None:
+            happened = event_time(event, payload)
+            if happened is not None and happened < time.time() - RETENTION_SECONDS:
+                # Older than the replay keys are kept: a captured delivery, not news.
+                return _answer(200, event, "stale", "The event is too old to act on.")
+            key = event_key(event, payload, hashlib.sha256(body).hexdigest())
         try:
-            accepted = await self._store.record_delivery(delivery_id, event, action, trigger)
+            accepted = await self._store.record_delivery(
+                delivery_id, event, action, trigger, event_key=key
+            )
         except DatabaseUnavailable as error:
             log.error("delivery not stored", delivery_id=delivery_id, gh_event=event,
                       error=str(error))
@@ -80,34 +171,31 @@ class WebhookReceiver:
                      sender=trigger.sender)
             self._on_run()
             return _answer(202, event, "queued", "Run queued.", run_id=accepted.run_id)
-        if trigger is not None and trigger.kind == "stop":
+        if accepted.stop_requested:
+            assert trigger is not None
             log.info("stop requested", delivery_id=delivery_id, repo=trigger.repo,
-                     number=trigger.number, runs=accepted.cancelled)
-            return _answer(202, event, "stop", "Stop requested.", runs=accepted.cancelled)
+                     number=trigger.number, sender=trigger.sender)
+            return _answer(202, event, "stop", "Stop requested; a worker checks who asked "
+                           "before it stops anything.")
         return _answer(200, event, "ignored", "Not an event Honk acts on.")
 
 
-def _answer(status: int, event: str, outcome: str, message: str, **extra: object) -> JSONResponse:
-    metrics.DELIVERIES.labels(event=event or "unknown", outcome=outcome).inc()
-    return JSONResponse({"message": message, **extra}, status_code=status)
+def _answer(
+    status: int,
+    event: str,
+    outcome: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> JSONResponse:
+    metrics.DELIVERIES.labels(event=metrics.event_label(event), outcome=outcome).inc()
+    return JSONResponse({"message": message, **extra}, status_code=status, headers=headers)
 
 
-async def _read_body(request: Request) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
-        return False
+def _signature_ok(secret: bytes, body: bytes, header: str) -> bool:
     expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+    return hmac.compare_digest(expected, header.removeprefix("sha256=").lower())
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -37,8 +37,10 @@ from honk_app.github import (
     cap_body,
 )
 from honk_app.redact import Redactor
+from honk_app.refusals import refuse_once
 from honk_app.runs import Run, RunState, RunStore
 from honk_app.status import Stats, StatusComment, pr_body, reply_marker, run_marker
+from honk_app.stops import stop_requests_watched
 from honk_app.triggers import Trigger
 from honk_app.workspace import (
     BaseBranchMissing,
@@ -183,10 +185,11 @@ async def _execute(
         if trigger.kind == "labels":
             return await _create_labels(run, trigger, services)
         if not await gh.can_write(trigger.sender):
-            await gh.comment(
-                run.number,
-                f"@{trigger.sender} Honk only takes requests from people "
-                "with write access to this repository.",
+            await refuse_once(
+                gh, store, lock_key=run.lock_key, number=run.number, login=trigger.sender,
+                comment_id=trigger.comment_id,
+                sentence="Honk only takes requests from people with write access to this "
+                "repository.",
             )
             await store.finish(run.id, RunState.DONE, "refused", "The sender lacks write access.")
             bound.info("run refused", sender=trigger.sender)
@@ -198,7 +201,19 @@ async def _execute(
         log.warning("run failed before it began", run_id=run.id, error=str(error))
         await store.finish(run.id, RunState.FAILED, "github_error", sentence)
         return "github_error"
+    # `/honk stop` is checked (who sent it) here, in the worker, while the run goes on.
+    async with stop_requests_watched(run, trigger.sender, gh, store):
+        return await _carry_out(run, trigger, gh, services, bound)
 
+
+async def _carry_out(
+    run: Run,
+    trigger: Trigger,
+    gh: RepoGitHub,
+    services: Services,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> str:
+    store = services.store
     stats = Stats(turns=run.turns, input_tokens=run.input_tokens,
                   output_tokens=run.output_tokens, cost_usd=run.cost_usd)
     status = StatusUpdater(gh, store, run, StatusComment(run.id, stats, _run_url(services, run)))

@@ -7,6 +7,7 @@ import copy
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,15 @@ def all_fixture_paths() -> list[Path]:
 
 
 def app_payload(event: str, name: str, **changes: Any) -> dict[str, Any]:
-    """A real payload as an App installation receives it (older fixtures lack `installation`)."""
+    """A real payload as an App installation receives it today (older fixtures lack
+    `installation`; their events happened in 2019, too long ago for Honk to act on)."""
     payload = fixture_payload(event, name)
     payload.setdefault("installation", {"id": 4242, "node_id": "MDIzOkludGVncmF0aW9uNDI0Mg=="})
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for part, stamp in (("comment", "created_at"), ("issue", "updated_at"),
+                        ("review", "submitted_at")):
+        if isinstance(payload.get(part), dict) and stamp in payload[part]:
+            payload[part][stamp] = now
     payload.update(changes)
     return payload
 

@@ -14,7 +14,7 @@ import pytest
 
 from honk_app.backend import Backend, PostgresBackend, SQLiteBackend
 from honk_app.db import DatabaseUnavailable
-from honk_app.runs import MAX_ATTEMPTS, RunState
+from honk_app.runs import MAX_ATTEMPTS, RETENTION_SECONDS, RunState
 from honk_app.sim.loopback import free_port
 from honk_app.triggers import Trigger
 from tests.postgres import fresh_schema, rows
@@ -106,7 +106,11 @@ async def test_stop_cancels_the_waiting_run_and_flags_the_running_one(backend: B
     assert running is not None and waiting is not None
     await store.start(running, "host:1:a")
     stop = await store.record_delivery("d-3", "issue_comment", "created", task(kind="stop"))
-    assert stop.cancelled == 2
+    assert stop.stop_requested and stop.run_id is None
+    assert await store.heartbeat(running, "host:1:a") is False  # nothing until a worker agrees
+    [request] = await store.pending_stops(f"{REPO}#7", since=0)
+    assert await store.apply_stop(request) == 2
+    assert await store.pending_stops(f"{REPO}#7", since=0) == []
     assert await store.heartbeat(running, "host:1:a") is True
     waited = await store.get(waiting)
     assert waited is not None and (waited.state, waited.outcome) == ("cancelled", "stopped")
@@ -177,3 +181,66 @@ async def test_a_final_state_github_did_not_take_is_owed_until_paid(backend: Bac
     ]
     await store.status_paid(crashed)
     assert [r.id for r in await store.owed_statuses()] == [done]
+
+
+async def test_a_replay_under_a_new_delivery_id_is_a_duplicate(backend: Backend) -> None:
+    store = backend.store
+    first = await store.record_delivery("d-1", "issue_comment", "created", task(),
+                                        event_key="issue_comment.created:99")
+    replay = await store.record_delivery("d-2", "issue_comment", "created", task(),
+                                         event_key="issue_comment.created:99")
+    other = await store.record_delivery("d-3", "issue_comment", "created", task(),
+                                        event_key="issue_comment.created:100")
+    assert first.run_id is not None and not first.duplicate
+    assert replay.duplicate and replay.run_id is None
+    assert other.run_id is not None and not other.duplicate
+    assert [run.id for run in await store.of_repos([REPO])] == [other.run_id, first.run_id]
+    # Ignored deliveries carry no key, and any number of them is kept.
+    for n in range(3):
+        assert not (await store.record_delivery(f"i-{n}", "ping", None, None)).duplicate
+
+
+async def test_stop_requests_are_for_runs_queued_before_them(backend: Backend) -> None:
+    store = backend.store
+    await store.record_delivery("d-1", "issue_comment", "created", task(kind="stop"))
+    [early] = await store.pending_stops(f"{REPO}#7", since=0)
+    later = (await store.record_delivery("d-2", "issues", "labeled", task())).run_id
+    assert later is not None
+    run = await store.get(later)
+    assert run is not None
+    # The stop came before this run was queued: it is not this run's.
+    assert await store.pending_stops(run.lock_key, since=run.created_at) == []
+    assert await store.apply_stop(early) == 0
+    fresh = await store.get(later)
+    assert fresh is not None and fresh.state == "queued"
+    await store.record_delivery("d-3", "issue_comment", "created", task(kind="stop"))
+    [refused] = await store.pending_stops(run.lock_key, since=run.created_at)
+    await store.refuse_stop(refused)
+    assert await store.pending_stops(run.lock_key, since=0) == []
+
+
+async def test_a_refusal_is_remembered_per_person_and_issue(backend: Backend) -> None:
+    store = backend.store
+    assert await store.first_refusal(f"{REPO}#7", "stranger") is True
+    assert await store.first_refusal(f"{REPO}#7", "stranger") is False
+    assert await store.first_refusal(f"{REPO}#8", "stranger") is True
+    assert await store.first_refusal(f"{REPO}#7", "other") is True
+
+
+async def test_old_deliveries_and_their_keys_are_pruned(backend: Backend) -> None:
+    store = backend.store
+    await store.record_delivery("d-1", "issue_comment", "created", task(),
+                                event_key="issue_comment.created:1")
+
+    async def age(sql):  # type: ignore[no-untyped-def]
+        await sql.execute("UPDATE deliveries SET received_at = received_at - ?",
+                          (RETENTION_SECONDS + 60,))
+
+    await store.db.call(age)
+    store._prune_after = 0.0  # the next delivery prunes (at most once an hour otherwise)
+    await store.record_delivery("d-2", "ping", None, None)
+
+    async def ids(sql):  # type: ignore[no-untyped-def]
+        return sorted(row["id"] for row in await sql.execute("SELECT id FROM deliveries"))
+
+    assert await store.db.call(ids) == ["d-2"]
