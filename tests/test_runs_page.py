@@ -132,6 +132,14 @@ def test_someone_who_reads_the_other_repository_sees_only_it(world: World) -> No
         assert intern.get(f"/runs/{world.task_run}").status_code == 404
 
 
+@pytest.mark.parametrize("number", ["99999999999999999999", str(2**63), "0", "00042"])
+def test_a_run_number_beyond_any_run_is_404_not_an_error(world: World, number: str) -> None:
+    with signed_in(world, "carol") as carol:
+        answer = carol.get(f"/runs/{number}")
+        assert answer.status_code == 404
+        assert "No such run" in answer.text
+
+
 def test_honk_runs_prints_a_table_and_json_lines(world: World, tmp_path: Path) -> None:
     honk = Path(sys.executable).with_name("honk")
     env = {"HONK_DATA_DIR": str(world.honk.settings.data_dir), "PATH": "/usr/bin:/bin",
