@@ -38,6 +38,7 @@ from starlette.routing import BaseRoute, Route
 from honk_app import pages
 from honk_app.config import Settings
 from honk_app.github import describe
+from honk_app.same_origin import CROSS_SITE_SENTENCE, from_this_site
 
 log = structlog.get_logger()
 
@@ -240,14 +241,22 @@ class Onboarding:
         settings = self._settings()
         if settings.has_app_credentials:
             return _already(settings)
-        form = await _form(request)
+        # A form on another site must not register an App with its own URLs while the
+        # operator has this page open (or half-configured, with no webhook secret yet).
+        if not from_this_site(request, settings.public_url):
+            log.warning("cross-site setup refused", origin=request.headers.get("origin"))
+            return HTMLResponse(pages.setup_error(CROSS_SITE_SENTENCE), status_code=403)
         try:
+            form = await _form(request)
             public_url = public_url_of(str(form.get("public_url") or ""))
             relay = str(form.get("webhook_url") or "").strip()
             webhook_url = public_url_of(relay, what="webhook URL") if relay else None
             organization = _organization(form)
         except SetupError as error:
-            return HTMLResponse(pages.setup_error(str(error)), status_code=error.status)
+            # A refused upload is not read to its end: the connection closes.
+            close = {"Connection": "close"} if error.status == 413 else None
+            return HTMLResponse(pages.setup_error(str(error)), status_code=error.status,
+                                headers=close)
         state = self._new_state()
         target = registration_url(github_web_url(settings.github_api_url), state, organization)
         manifest = build_manifest(public_url, webhook_url=webhook_url)
@@ -305,9 +314,19 @@ class Onboarding:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The page's urlencoded form (parsed here: Starlette's parser needs python-multipart)."""
-    body = (await request.body())[:MAX_FORM_BYTES].decode(errors="replace")
-    return {name: values[-1] for name, values in parse_qs(body).items()}
+    """The page's urlencoded form (parsed here: Starlette's parser needs python-multipart),
+    read no further than `MAX_FORM_BYTES`: the page's form is a few hundred bytes."""
+    too_large = SetupError("The form is larger than the setup page ever sends; send it "
+                           "from the setup page.", status=413)
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise too_large
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise too_large
+    return {name: values[-1] for name, values in parse_qs(body.decode(errors="replace")).items()}
 
 
 def _organization(form: Mapping[str, Any]) -> str | None:

@@ -36,6 +36,7 @@ from honk_app import pages
 from honk_app.config import Settings
 from honk_app.github import describe
 from honk_app.onboarding import github_web_url
+from honk_app.same_origin import CROSS_SITE_SENTENCE, from_this_site
 
 log = structlog.get_logger()
 
@@ -215,6 +216,8 @@ class GitHubSignIn:
         return response
 
     async def signout(self, request: Request) -> Response:
+        if not from_this_site(request, self._settings().public_url):
+            return HTMLResponse(pages.signin_failed(CROSS_SITE_SENTENCE), status_code=403)
         viewer = self.viewer(request)
         if viewer is not None:
             self._repos.pop(viewer.token, None)

@@ -202,3 +202,68 @@ def test_the_form_is_checked(setup: Setup, form: dict[str, str], sentence: str) 
     answer = setup.http.post(f"{setup.honk.url}/setup", data=form)
     assert answer.status_code == 400
     assert sentence in unescape(answer.text)
+
+
+@pytest.fixture
+def half_configured(tmp_path: Path) -> Iterator[str]:
+    """APP_ID and PRIVATE_KEY set, no webhook secret: the setup page is still open."""
+    private_pem, _ = new_rsa_key_pair()
+    settings = load_settings({
+        "HONK_DATA_DIR": str(tmp_path / "data"), "APP_ID": "12345",
+        "PRIVATE_KEY": private_pem, "LOG_FORMAT": "console", "LOG_LEVEL": "warning",
+    })
+    assert not settings.has_app_credentials
+    with LoopbackServer(create_app(settings, dotenv_path=tmp_path / ".env")) as honk:
+        yield honk.url
+
+
+ATTACKER = "https://attacker.example"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": ATTACKER, "Sec-Fetch-Site": "cross-site"},
+    {"Origin": ATTACKER},  # a browser without Sec-Fetch-Site
+    {"Sec-Fetch-Site": "same-site"},  # a neighbouring subdomain
+    {"Origin": "null"},
+])
+def test_a_cross_site_setup_post_is_refused(half_configured: str, headers: dict[str, str]) -> None:
+    answer = httpx.post(f"{half_configured}/setup", headers=headers,
+                        data={"public_url": ATTACKER})
+    assert answer.status_code == 403
+    assert "another site" in answer.text
+    assert "settings/apps/new" not in answer.text and ATTACKER not in answer.text
+
+
+def test_the_setup_pages_own_post_goes_through(half_configured: str) -> None:
+    own = urlsplit(half_configured).netloc
+    for headers in ({"Origin": half_configured, "Sec-Fetch-Site": "same-origin"},
+                    {"Origin": half_configured}, {"Sec-Fetch-Site": "none"}, {}):
+        answer = httpx.post(f"{half_configured}/setup", headers=headers,
+                            data={"public_url": "https://honk.example.com"})
+        assert answer.status_code == 200, (headers, answer.text)
+        assert "settings/apps/new" in answer.text and own
+
+
+def test_a_setup_body_over_the_cap_is_413_without_reading_it(half_configured: str) -> None:
+    big = b"public_url=" + b"x" * (1 << 20)
+    answer = httpx.post(f"{half_configured}/setup", content=big,
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 413
+    assert "larger than the setup page" in answer.text
+
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        nonlocal sent
+        yield b"public_url="
+        for _ in range(300):
+            sent += 1
+            yield b"x" * (1 << 20)
+
+    try:
+        answer = httpx.post(f"{half_configured}/setup", content=chunks(), timeout=30,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 413
+    except httpx.TransportError:
+        pass  # the server answered and closed while the client was still sending
+    assert sent < 100, f"the server read {sent} MiB of a form"

@@ -140,6 +140,20 @@ def test_a_run_number_beyond_any_run_is_404_not_an_error(world: World, number: s
         assert "No such run" in answer.text
 
 
+def test_sign_out_is_not_a_cross_site_post_away(world: World) -> None:
+    with signed_in(world, "carol") as carol:
+        forged = carol.post("/auth/signout", headers={"Origin": "https://attacker.example",
+                                                      "Sec-Fetch-Site": "cross-site"})
+        assert forged.status_code == 403
+        assert "another site" in forged.text
+        still = carol.get("/runs")
+        assert still.status_code == 200 and still.url.path == "/runs"
+        mine = carol.post("/auth/signout", headers={"Origin": world.honk.server.url,
+                                                    "Sec-Fetch-Site": "same-origin"})
+        assert mine.status_code == 200 and mine.url.path == "/"
+        assert carol.cookies.get(SESSION_COOKIE) is None
+
+
 def test_honk_runs_prints_a_table_and_json_lines(world: World, tmp_path: Path) -> None:
     honk = Path(sys.executable).with_name("honk")
     env = {"HONK_DATA_DIR": str(world.honk.settings.data_dir), "PATH": "/usr/bin:/bin",
