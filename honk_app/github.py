@@ -393,7 +393,7 @@ class RepoGitHub:
         author: str | None = None,
     ) -> Any:
         """Open a PR; if an answer was lost and GitHub made it, the one it made."""
-        text = self._body(body)
+        text, title = self._body(body), self._app.redactor(title)
         return await self._call(
             "create pull request",
             lambda rest: _data(rest.pulls.async_create(

@@ -4,10 +4,17 @@ Two layers: a Redactor replaces the exact secrets Honk holds (App key, webhook s
 API key, each installation token as it is minted), and `redact_patterns` catches the
 well-known token shapes even when nobody registered them (a token the agent found in a
 repository, a credential in a git URL).
+
+A registered secret is also found encoded (hex, base64 and base64url at each of the three
+alignments a longer text can give it) and split by whitespace (`fold`, `base64`'s 76-column
+lines, a line break in a commit message): the search runs over the text with its
+whitespace left out, and what it finds is replaced in the text as written.
 """
 
 from __future__ import annotations
 
+import base64
+import bisect
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -26,6 +33,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # GitHub: personal, OAuth, user-to-server, installation and refresh tokens; fine-grained
     # PATs; the old `v1.` installation tokens of GitHub Enterprise Server.
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), REDACTED),
+    # The stateless installation tokens (2026): ghs_<app id>_<JWT>, about 520 characters.
+    (re.compile(r"\bgh[pousr]_[0-9]+_[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){1,2}"), REDACTED),
     (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{30,}"), REDACTED),
     (re.compile(r"\bv1\.[0-9a-f]{40}\b"), REDACTED),
     # Anthropic API keys and OAuth tokens.
@@ -65,7 +74,9 @@ class Redactor:
         if "\n" in secret:
             candidates |= {line.strip() for line in secret.splitlines()
                            if not line.startswith("-----")}
-        fresh = {value for value in candidates if len(value) >= MIN_SECRET_CHARS} - self._secrets
+        candidates = {value for value in candidates if len(value) >= MIN_SECRET_CHARS}
+        forms = {_WHITESPACE.sub("", form) for value in candidates for form in _encodings(value)}
+        fresh = {form for form in forms if len(form) >= MIN_SECRET_CHARS} - self._secrets
         if not fresh:
             return
         with self._lock:
@@ -76,9 +87,54 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(REDACTED, text)
+        if pattern is not None and len(text) >= MIN_SECRET_CHARS:
+            text = _replace_ignoring_whitespace(pattern, text)
         return redact_patterns(text)
+
+
+_WHITESPACE = re.compile(r"\s+")
+_WORDS = re.compile(r"\S+")
+
+
+def _encodings(secret: str) -> set[str]:
+    """The secret as written, in hex, and in base64/base64url: for base64, the part of the
+    encoding that depends on the secret alone, at each of the three byte alignments (what
+    comes before it in a longer text shifts its bytes across base64's 3-byte groups)."""
+    raw = secret.encode()
+    forms = {secret, raw.hex(), raw.hex().upper()}
+    for skip in range(3):
+        part = raw[skip:]
+        core = base64.b64encode(part[: len(part) // 3 * 3]).decode()
+        forms |= {core, core.replace("+", "-").replace("/", "_")}
+    forms.add(base64.b64encode(raw).decode())  # whole, with its padding
+    return forms
+
+
+def _replace_ignoring_whitespace(pattern: re.Pattern[str], text: str) -> str:
+    """Replace what `pattern` finds in `text` read without its whitespace; a match that
+    spans lines or spaces is replaced from its first character to its last."""
+    if not _WHITESPACE.search(text):
+        return pattern.sub(REDACTED, text)
+    hits = [(hit.start(), hit.end()) for hit in pattern.finditer(_WHITESPACE.sub("", text))]
+    if not hits:
+        return text
+    # Where each word starts, in the text and in the text without whitespace.
+    in_text, in_joined, length = [], [], 0
+    for word in _WORDS.finditer(text):
+        in_text.append(word.start())
+        in_joined.append(length)
+        length += word.end() - word.start()
+
+    def position(joined_index: int) -> int:
+        word = bisect.bisect_right(in_joined, joined_index) - 1
+        return in_text[word] + joined_index - in_joined[word]
+
+    out, done = [], 0
+    for start, end in hits:
+        out += [text[done:position(start)], REDACTED]
+        done = position(end - 1) + 1
+    out.append(text[done:])
+    return "".join(out)
 
 
 def redacting_processor(redactor: Redactor) -> Processor:

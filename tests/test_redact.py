@@ -107,3 +107,60 @@ def test_processor_redacts_every_string_of_an_event() -> None:
         "error": f"bad secret {REDACTED}",
         "count": 2,
     }
+
+
+SECRET = "whsec-4f9a2c7e1b8d3a6f"
+
+
+def _leaks(text: str) -> list[str]:
+    """The forms of SECRET (and of its long parts) still readable in `text`."""
+    import base64
+
+    squeezed = "".join(text.split())
+    raw = SECRET.encode()
+    forms = [SECRET, raw.hex(), raw.hex().upper(), base64.b64encode(raw).decode().rstrip("=")]
+    return [form for form in forms if form[:12] in squeezed or form[-12:] in squeezed]
+
+
+def test_encoded_forms_of_a_registered_secret_are_replaced() -> None:
+    import base64
+
+    redactor = Redactor([SECRET])
+    raw = SECRET.encode()
+    for prefix in ("", "a", "ab", "abc", "token="):  # each base64 alignment
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(prefix.encode() + raw + b"!").decode()
+            out = redactor(f"value: {encoded} end")
+            assert REDACTED in out and out.endswith(" end"), (prefix, out)
+            # Left: at most the characters that also encode the prefix or the "!".
+            allowed = len(base64.b64encode(prefix.encode())) + 4
+            assert len(out) - len(f"value: {REDACTED} end") <= allowed, (prefix, out)
+    for text in (raw.hex(), raw.hex().upper(), f"0x{raw.hex()},"):
+        out = redactor(f"hex {text}")
+        assert REDACTED in out and not _leaks(out), out
+
+
+def test_a_secret_split_across_lines_or_spaces_is_replaced() -> None:
+    import base64
+    import textwrap
+
+    redactor = Redactor([SECRET])
+    folded = "\n".join(textwrap.wrap(SECRET, 5))  # fold -w 5
+    out = redactor(f"Fix the bug\n\n{folded}\n\nCo-authored-by: x")
+    assert out == f"Fix the bug\n\n{REDACTED}\n\nCo-authored-by: x"
+    spaced = " ".join(SECRET)
+    assert redactor(f"<{spaced}>") == f"<{REDACTED}>"
+    wrapped = "\n".join(textwrap.wrap(base64.b64encode(SECRET.encode() * 4).decode(), 8))
+    assert not _leaks(redactor(wrapped))
+    # Ordinary text keeps its spacing.
+    assert redactor("a  b\n\nc\td") == "a  b\n\nc\td"
+
+
+def test_the_stateless_installation_token_shape_is_replaced() -> None:
+    jwt = ("eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJnaXRodWIiLCJpbnN0YWxsYXRpb24iOjQy"
+           "fQ.c2lnbmF0dXJlLXRoYXQtaXMtbG9uZy1lbm91Z2gtdG8tbG9vay1yZWFs_-x")
+    token = f"ghs_123456_{jwt}"
+    out = redact_patterns(f"git push https://example.com with {token} done")
+    assert token not in out and "eyJ" not in out and out.endswith(" done")
+    assert redact_patterns(f"Authorization: token {token}") == f"Authorization: token {REDACTED}"
+    assert REDACTED in redact_patterns(f"x-access-token:{token}@github.com")
