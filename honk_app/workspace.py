@@ -281,7 +281,8 @@ class Workspace:
         git = self._git
         self.excluded_paths = await self._stage(git, report=True)
         unchanged = await git.run(
-            "diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv", "HEAD", check=False
+            "diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv", "HEAD", "--",
+            check=False,
         )
         if unchanged.returncode == 0:
             return None
@@ -294,7 +295,7 @@ class Workspace:
             env=identity_env(author_name, author_email),
             config=NO_AUTO_GC,
         )  # fmt: skip
-        sha = await git.text("rev-parse", "HEAD")
+        sha = await git.text("rev-parse", "--verify", "--end-of-options", "HEAD")
         log.info("workspace.committed", repo=self.repo, branch=self.branch, sha=sha)
         return sha
 
@@ -356,7 +357,7 @@ class Workspace:
         git = self._git
         tree = await self._snapshot_tree(git)
         base = await self._merge_base(git)
-        result = await git.run("diff", "--name-only", "-z", "--no-renames", base, tree)
+        result = await git.run("diff", "--name-only", "-z", "--no-renames", base, tree, "--")
         return _split_z(result.stdout)
 
     async def drop_paths(self, paths: Sequence[str]) -> str | None:
@@ -364,14 +365,18 @@ class Workspace:
         them (start_sha at first). Returns the new head, or None if no change is left."""
         git = self._git
         upstream = self._upstream_sha
-        history = await git.text("log", "--reverse", "--format=%H %T %P", f"{upstream}..HEAD")
+        history = await git.text(
+            "log", "--reverse", "--format=%H %T %P", f"{upstream}..HEAD", "--"
+        )
         commits = [line.split(" ") for line in history.splitlines()]
         if not commits:
             return None
         if not paths:
             return commits[-1][0]
         restore = (await git.run("ls-tree", "-r", "-z", upstream, "--", *paths)).stdout
-        parent, parent_tree = upstream, await git.text("rev-parse", f"{upstream}^{{tree}}")
+        parent, parent_tree = upstream, await git.text(
+            "rev-parse", "--verify", "--end-of-options", f"{upstream}^{{tree}}"
+        )
         index = self._scratch_index()
         try:
             scratch = git.with_index(index)
@@ -394,7 +399,7 @@ class Workspace:
                 parent_tree = tree
         finally:
             index.unlink(missing_ok=True)
-        await git.run("reset", "--quiet", "--keep", parent)
+        await git.run("reset", "--quiet", "--keep", parent, "--")
         log.info("workspace.paths_dropped", repo=self.repo, paths=list(paths), head=parent)
         return None if parent == upstream else parent
 
@@ -403,7 +408,7 @@ class Workspace:
         rebase onto it and push again."""
         git = self._git
         for attempt in range(1, PUSH_ATTEMPTS + 1):
-            head = await git.text("rev-parse", "HEAD")
+            head = await git.text("rev-parse", "--verify", "--end-of-options", "HEAD")
             args = ("push", "--porcelain", "--no-verify", "--no-recurse-submodules",
                     remote.url, f"HEAD:refs/heads/{self.branch}")  # fmt: skip
             result = await git.run(*args, remote=remote, check=False)
@@ -431,7 +436,15 @@ class Workspace:
         committed: nested repositories, and symlinks the change makes lead out of the
         workspace (or into .git). Returns the unstaged paths (and logs them if `report`)."""
         await seal_tree(self.path)  # no setuid bits, no fifo for git to hang on
-        await git.run("add", "--all", "--", ".")
+        # Untracked nested repositories (with commits or none) are left out of `git add`:
+        # an empty one would make it fail outright ("does not have a commit checked out").
+        # Excluding needs pathspec magic, so literal pathspecs are off for this one command
+        # and every pathspec given says `literal` itself.
+        untracked_repos = [path.rstrip("/") for path in await _untracked_repositories(git)]
+        pathspecs = [b":(literal).", *(b":(exclude,literal)" + os.fsencode(path) + b"/"
+                                       for path in untracked_repos)]
+        await git.run("add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul",
+                      input=b"\0".join(pathspecs), env={"GIT_LITERAL_PATHSPECS": "0"})
         raw = await git.run(
             "diff", "--cached", "--raw", "-z", "--no-renames", "--no-abbrev", "HEAD", "--"
         )
@@ -449,7 +462,7 @@ class Workspace:
             if removed:
                 await git.run("update-index", "--force-remove", "-z", "--stdin",
                               input=b"".join(os.fsencode(p) + b"\0" for p in removed))
-        excluded = sorted([*nested, *reverted, *removed])
+        excluded = sorted([*nested, *untracked_repos, *reverted, *removed])
         if excluded and report:
             log.warning(
                 "workspace.paths_not_committed",
@@ -494,7 +507,7 @@ class Workspace:
         if self.branch not in tips:
             raise GitError(("git", "fetch", remote.url), 0, f"{self.branch} vanished remotely")
         git = self._git
-        committer = (await git.text("log", "-1", "--format=%cn%x00%ce", "HEAD")).split("\0")
+        committer = (await git.text("log", "-1", "--format=%cn%x00%ce", "HEAD", "--")).split("\0")
         rebase = await git.run(
             "rebase", "--quiet", "--autostash", "--no-verify", "--onto", tips[self.branch],
             self._upstream_sha,
@@ -736,6 +749,13 @@ def _parse_raw_diff(output: bytes) -> list[_Change]:
     return changes
 
 
+async def _untracked_repositories(git: Git) -> list[str]:
+    """Untracked directories that are repositories of their own: git lists each as one
+    entry ending in `/` rather than the files inside it."""
+    listing = await git.run("ls-files", "--others", "--exclude-standard", "-z")
+    return [path for path in _split_z(listing.stdout) if path.endswith("/")]
+
+
 async def _blobs(git: Git, shas: Sequence[str]) -> dict[str, bytes]:
     if not shas:
         return {}
@@ -755,7 +775,7 @@ async def _reset_paths(git: Git, paths: Sequence[str]) -> None:
     """Put these paths in the index back as HEAD has them."""
     if paths:
         await git.run(
-            "reset", "--quiet", "HEAD", "--pathspec-from-file=-", "--pathspec-file-nul",
+            "reset", "--quiet", "HEAD", "--pathspec-from-file=-", "--pathspec-file-nul", "--",
             input=b"\0".join(os.fsencode(p) for p in paths),
         )  # fmt: skip
 

@@ -720,3 +720,46 @@ def test_no_link_is_left_leading_out_whatever_the_trees() -> None:
                 assert head.get(path) == target and link_escapes(path, head.get), (
                     head, staged, final)
         assert set(removed) <= set(head)  # only the base's own links are ever removed
+
+
+async def test_files_named_like_revisions_do_not_confuse_git(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    """A root file named HEAD (or like a branch) made `git diff HEAD` ambiguous."""
+    upstream.push_files("main", {"HEAD": "a file named HEAD\n", "main": "and one named main\n"},
+                        "Files named like revisions")
+    remote = remote_of(upstream)
+    async with manager.checkout("owner/repo", remote, base_branch="main", branch="honk/20-h") as ws:
+        (ws.path / "HEAD").write_text("changed\n")
+        (ws.path / "src" / "sum.py").write_text("total = 20\n")
+        assert await ws.changed_paths() == ["HEAD", "src/sum.py"]
+        assert "+changed" in await ws.diff_against_base()
+        sha = await ws.commit("Change HEAD the file", **BOT)
+        assert sha is not None and sha == ws_git(ws, "rev-parse", "--verify", "HEAD")
+        (ws.path / "README.md").write_text("# more\n")
+        await ws.commit("More", **BOT)
+        head = await ws.drop_paths(["README.md"])
+        assert head is not None
+        assert await ws.push(remote) == head
+        assert upstream.show("honk/20-h", "HEAD") == "changed"
+        assert await ws.commit("Nothing", **BOT) is None
+
+
+async def test_an_empty_nested_repository_is_left_out_not_an_error(
+    manager: WorkspaceManager, upstream: Upstream
+) -> None:
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/21-e"
+    ) as ws:
+        for where in (ws.path / "empty", ws.path / "new" / "deeper"):
+            where.mkdir(parents=True)
+            git("init", "--quiet", cwd=where)  # no commit: `git add` refused the whole tree
+            (where / "inside.txt").write_text("not Honk's to commit\n")
+        (ws.path / "new" / "kept.txt").write_text("kept\n")
+        (ws.path / "src" / "sum.py").write_text("total = 21\n")
+        assert await ws.changed_paths() == ["new/kept.txt", "src/sum.py"]
+        sha = await ws.commit("Around nested repositories", **BOT)
+        assert sha is not None
+        committed = ws_git(ws, "show", "--format=", "--name-only", "HEAD").splitlines()
+        assert committed == ["new/kept.txt", "src/sum.py"]
+        assert set(ws.excluded_paths) == {"empty", "new/deeper"}
