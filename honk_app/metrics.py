@@ -33,7 +33,9 @@ KNOWN_EVENTS = frozenset({
 })
 OTHER = "other"
 UNVERIFIED = "unverified"
-_UNVERIFIED_OUTCOMES = ("unconfigured", "bad_signature", "too_large", "busy", "slow_body")
+_UNVERIFIED_OUTCOMES = (
+    "unconfigured", "bad_signature", "too_large", "busy", "slow_body", "disconnected"
+)
 
 
 def event_label(event: str) -> str:

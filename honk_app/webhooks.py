@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from honk_app import metrics
@@ -87,6 +87,9 @@ class BodyGate:
         except TimeoutError:
             raise BodyRefused(408, "slow_body", f"The body did not arrive within "
                               f"{self.seconds:.0f} seconds.") from None
+        except ClientDisconnect:
+            # Nobody is left to read the answer; it only keeps the outcome counted.
+            raise BodyRefused(400, "disconnected", "The body was cut off.") from None
         finally:
             self._reads -= 1
             self._bytes -= held
