@@ -25,8 +25,10 @@ async def refuse_once(
 ) -> bool:
     """Tell `login` why Honk will not act (`sentence`) the first time on this issue/PR, and
     react to their comment (or the issue) after that. True when the comment was posted."""
-    if await store.first_refusal(lock_key, login):
+    if not await store.refused_before(lock_key, login):
+        # Remembered once posted: a comment GitHub did not take is posted at the retry.
         await gh.comment(number, f"@{login} {sentence}")
+        await store.remember_refusal(lock_key, login)
         return True
     if comment_id is not None:
         await gh.react(REFUSED_REACTION, comment_id=comment_id)

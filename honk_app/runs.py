@@ -443,18 +443,27 @@ class RunStore:
 
         await self.db.call(op)
 
-    async def first_refusal(self, lock_key: str, login: str) -> bool:
-        """Remember that `login` was refused on this issue/PR; True the first time."""
+    async def refused_before(self, lock_key: str, login: str) -> bool:
+        """Whether `login` was already told no on this issue/PR."""
 
         async def op(sql: Sql) -> bool:
-            inserted = await sql.execute(
+            row = (await sql.execute(
+                "SELECT 1 AS seen FROM refusals WHERE lock_key = ? AND login = ?",
+                (lock_key, login),
+            )).first()
+            return row is not None
+
+        return await self.db.call(op)
+
+    async def remember_refusal(self, lock_key: str, login: str) -> None:
+        async def op(sql: Sql) -> None:
+            await sql.execute(
                 "INSERT INTO refusals (lock_key, login, refused_at) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 (lock_key, login, time.time()),
             )
-            return inserted.rowcount > 0
 
-        return await self.db.call(op)
+        await self.db.call(op)
 
     async def get(self, run_id: int) -> Run | None:
         if not 0 < run_id <= MAX_RUN_ID:  # a number from a URL, beyond any run's id

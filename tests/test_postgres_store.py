@@ -6,6 +6,7 @@ On PostgreSQL a stored run also has its procrastinate job, written in the same t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -221,10 +222,12 @@ async def test_stop_requests_are_for_runs_queued_before_them(backend: Backend) -
 
 async def test_a_refusal_is_remembered_per_person_and_issue(backend: Backend) -> None:
     store = backend.store
-    assert await store.first_refusal(f"{REPO}#7", "stranger") is True
-    assert await store.first_refusal(f"{REPO}#7", "stranger") is False
-    assert await store.first_refusal(f"{REPO}#8", "stranger") is True
-    assert await store.first_refusal(f"{REPO}#7", "other") is True
+    assert await store.refused_before(f"{REPO}#7", "stranger") is False
+    await store.remember_refusal(f"{REPO}#7", "stranger")
+    await store.remember_refusal(f"{REPO}#7", "stranger")  # again: no error, one row
+    assert await store.refused_before(f"{REPO}#7", "stranger") is True
+    assert await store.refused_before(f"{REPO}#8", "stranger") is False
+    assert await store.refused_before(f"{REPO}#7", "other") is False
 
 
 async def test_old_deliveries_and_their_keys_are_pruned(backend: Backend) -> None:
@@ -244,3 +247,41 @@ async def test_old_deliveries_and_their_keys_are_pruned(backend: Backend) -> Non
         return sorted(row["id"] for row in await sql.execute("SELECT id FROM deliveries"))
 
     assert await store.db.call(ids) == ["d-2"]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+async def test_a_database_of_the_previous_version_is_brought_up_to_date(
+    dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made before event keys existed keeps its deliveries and gains the key."""
+    from honk_app import runs
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[Backend]:
+        backend: Backend = (SQLiteBackend(tmp_path / "honk.db") if dialect == "sqlite"
+                            else PostgresBackend(url))
+        await backend.start(wait=False)
+        yield backend
+        await backend.close()
+
+    url = ""
+    with contextlib.ExitStack() as stack:
+        if dialect == "postgresql":
+            url = stack.enter_context(fresh_schema())
+        with monkeypatch.context() as patched:
+            patched.setattr(runs, "MIGRATIONS", runs.MIGRATIONS[:-1])  # all but ours
+            async with opened() as old:
+                old_store = old.store
+
+                async def insert(sql):  # type: ignore[no-untyped-def]
+                    await sql.execute("INSERT INTO deliveries (id, event, action, received_at,"
+                                      " outcome) VALUES ('old-1', 'ping', NULL, ?, 'ignored')",
+                                      (time.time(),))
+
+                await old_store.db.call(insert)
+        async with opened() as new:
+            assert await new.store.migrate() == []  # start() applied the new one
+            replay = await new.store.record_delivery("d-2", "issue_comment", "created", task(),
+                                                     event_key="issue_comment.created:5")
+            assert replay.run_id is not None
+            assert (await new.store.record_delivery("old-1", "ping", None, None)).duplicate

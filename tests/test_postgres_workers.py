@@ -389,13 +389,14 @@ def test_honk_migrate_creates_the_schema_once(tmp_path: Path) -> None:
         assert first.returncode == 0, first.stderr
         assert first.stdout.splitlines() == [
             "applied procrastinate/schema.sql", "applied honk/0001-deliveries-and-runs",
-            "applied honk/0002-status-owed",
+            "applied honk/0002-status-owed", "applied honk/0003-event-keys-stops-refusals",
         ]
         assert (again.returncode, again.stdout.strip()) == (0, "The schema is up to date.")
         tables = {r["table_name"] for r in rows(
             url, "SELECT table_name FROM information_schema.tables WHERE table_schema ="
             " current_schema()")}
-        assert {"runs", "deliveries", "honk_migrations", "procrastinate_jobs"} <= tables
+        assert {"runs", "deliveries", "honk_migrations", "procrastinate_jobs", "stop_requests",
+                "refusals"} <= tables
     unreachable = subprocess.run(
         [HONK, "migrate"], capture_output=True, text=True, timeout=60,
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
