@@ -164,3 +164,17 @@ def test_the_stateless_installation_token_shape_is_replaced() -> None:
     assert token not in out and "eyJ" not in out and out.endswith(" done")
     assert redact_patterns(f"Authorization: token {token}") == f"Authorization: token {REDACTED}"
     assert REDACTED in redact_patterns(f"x-access-token:{token}@github.com")
+
+
+def test_log_lines_hide_encoded_and_split_forms_too() -> None:
+    import base64
+
+    redactor = Redactor([SECRET])
+    out = io.StringIO()
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=[redacting_processor(redactor), structlog.processors.JSONRenderer()])
+    logger.info("check output", output=f"env: {base64.b64encode(SECRET.encode()).decode()}\n"
+                f"hex: {SECRET.encode().hex()}\nsplit: {SECRET[:9]}\n{SECRET[9:]}")
+    event = json.loads(out.getvalue())
+    assert event["output"] == f"env: {REDACTED}\nhex: {REDACTED}\nsplit: {REDACTED}"
