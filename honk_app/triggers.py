@@ -7,6 +7,7 @@ newest schema requires. No network I/O happens here.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,41 +68,42 @@ def trigger_for(event: str, payload: Any, *, label: str) -> Trigger | None:
     return None
 
 
-def event_key(event: str, payload: Any, body_digest: str) -> str:
+def event_key(event: str, payload: Any, body: bytes) -> str:
     """What a delivery is, whatever its X-GitHub-Delivery says: a comment or a review by
     its id, a label added by the issue, the label and the issue's time of change. Two
     deliveries with one key are one event (a replay, or the same event sent twice); where
     the payload lacks those fields, the body's digest stands for it."""
-    action = _get(payload, "action")
-    if event == "issue_comment" and isinstance(_get(payload, "comment", "id"), int):
-        return f"issue_comment.{action}:{payload['comment']['id']}"
-    if event == "pull_request_review" and isinstance(_get(payload, "review", "id"), int):
-        return f"pull_request_review.{action}:{payload['review']['id']}"
-    if event == "issues" and action == "labeled":
-        parts = (_get(payload, "issue", "id"), _get(payload, "label", "name"),
-                 _get(payload, "issue", "updated_at"))
-        if all(isinstance(part, int | str) for part in parts):
-            return "issues.labeled:" + ":".join(str(part) for part in parts)
-    return f"sha256:{body_digest}"
+    action = payload.get("action") if isinstance(payload, dict) else None
+    part = _EVENT_PART.get(event)
+    thing = payload.get(part) if part and isinstance(payload, dict) else None
+    if isinstance(thing, dict):
+        if event != "issues" and isinstance(thing.get("id"), int):
+            return f"{event}.{action}:{thing['id']}"
+        if event == "issues" and action == "labeled":
+            parts = (thing.get("id"), _get(payload, "label", "name"), thing.get("updated_at"))
+            if all(isinstance(part, int | str) for part in parts):
+                return "issues.labeled:" + ":".join(str(part) for part in parts)
+    return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 def event_time(event: str, payload: Any) -> float | None:
     """When the event happened, by the payload (None if it does not say, or not clearly)."""
-    if event == "issue_comment":
-        stamp = _get(payload, "comment", "created_at")
-    elif event == "pull_request_review":
-        stamp = _get(payload, "review", "submitted_at")
-    elif event == "issues":
-        stamp = _get(payload, "issue", "updated_at")
-    else:
-        return None
+    part = _EVENT_PART.get(event)
+    thing = payload.get(part) if part and isinstance(payload, dict) else None
+    stamp = thing.get(_EVENT_TIME[event]) if isinstance(thing, dict) else None
     if not isinstance(stamp, str):
         return None
     try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(stamp)  # "…Z" too, since Python 3.11
     except ValueError:
         return None
     return moment.timestamp() if moment.tzinfo is not None else None
+
+
+# Where each trigger's event names what it is about, and when it happened.
+_EVENT_PART = {"issue_comment": "comment", "pull_request_review": "review", "issues": "issue"}
+_EVENT_TIME = {"issue_comment": "created_at", "pull_request_review": "submitted_at",
+               "issues": "updated_at"}
 
 
 def _labeled(payload: dict[str, Any], label: str) -> Trigger | None:

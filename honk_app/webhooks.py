@@ -71,26 +71,41 @@ class BodyGate:
             raise BodyRefused(503, "busy", "Too many deliveries arriving at once; redeliver later.")
         self._reads += 1
         held = 0
+        # A timer of its own rather than asyncio.timeout: the same cancel-and-tell-apart,
+        # at half the cost on a path that serves thousands of deliveries a second.
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.seconds, expire)
         try:
-            async with asyncio.timeout(self.seconds):
-                chunks: list[bytes] = []
-                async for chunk in request.stream():
-                    if held + len(chunk) > MAX_BODY_BYTES:
-                        raise BodyRefused(413, "too_large", "Payload over 25 MiB.")
-                    if self._bytes + len(chunk) > self.budget_bytes:
-                        raise BodyRefused(503, "busy", "Too many large deliveries arriving at "
-                                          "once; redeliver later.")
-                    self._bytes += len(chunk)
-                    held += len(chunk)
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except TimeoutError:
+            chunks: list[bytes] = []
+            async for chunk in request.stream():
+                if held + len(chunk) > MAX_BODY_BYTES:
+                    raise BodyRefused(413, "too_large", "Payload over 25 MiB.")
+                if self._bytes + len(chunk) > self.budget_bytes:
+                    raise BodyRefused(503, "busy", "Too many large deliveries arriving at "
+                                      "once; redeliver later.")
+                self._bytes += len(chunk)
+                held += len(chunk)
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            task.uncancel()
             raise BodyRefused(408, "slow_body", f"The body did not arrive within "
                               f"{self.seconds:.0f} seconds.") from None
         except ClientDisconnect:
             # Nobody is left to read the answer; it only keeps the outcome counted.
             raise BodyRefused(400, "disconnected", "The body was cut off.") from None
         finally:
+            timer.cancel()
             self._reads -= 1
             self._bytes -= held
 
@@ -155,7 +170,7 @@ class WebhookReceiver:
             if happened is not None and happened < time.time() - RETENTION_SECONDS:
                 # Older than the replay keys are kept: a captured delivery, not news.
                 return _answer(200, event, "stale", "The event is too old to act on.")
-            key = event_key(event, payload, hashlib.sha256(body).hexdigest())
+            key = event_key(event, payload, body)
         try:
             accepted = await self._store.record_delivery(
                 delivery_id, event, action, trigger, event_key=key
@@ -197,8 +212,9 @@ def _answer(
 
 
 def _signature_ok(secret: bytes, body: bytes, header: str) -> bool:
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256=").lower())
+    """`header` is `sha256=<64 hex>` (checked before the body was read)."""
+    expected = hmac.digest(secret, body, "sha256")
+    return hmac.compare_digest(expected, bytes.fromhex(header.removeprefix("sha256=")))
 
 
 def sign(secret: str, body: bytes) -> str:
