@@ -434,6 +434,36 @@ def test_the_time_budget_stops_a_running_tool(
     assert not marker.exists()
 
 
+def test_the_budget_timer_firing_is_the_time_budget_whatever_the_clock_says(
+    serve: Any, sample_repo: Path
+) -> None:
+    # The event loop's timer and a clock read just after it disagreed by up to a millisecond,
+    # and 1 run in 10 ended as a bare TimeoutError (an internal error). A frozen clock is
+    # that disagreement at its widest: it never says the time is up, only the timer fires.
+    claude, url = serve([{"sleep": 30, "text": "too late"}])
+
+    _, [result] = drive(url, WorkspaceTools(sample_repo), budget=Budget(timeout_seconds=0.2),
+                        clock=lambda: 0.0)
+
+    assert result.outcome == "budget_exhausted"
+    assert result.detail.startswith("The time budget ran out")
+    assert claude.responses == []
+
+
+def test_the_clock_past_the_budget_ends_the_run_before_claude_is_asked(
+    serve: Any, sample_repo: Path
+) -> None:
+    claude, url = serve([{"text": "never asked"}])
+    readings = iter([0.0])  # the start, then every later reading is past the budget
+
+    _, [result] = drive(url, WorkspaceTools(sample_repo), budget=Budget(timeout_seconds=60),
+                        clock=lambda: next(readings, 60.0))
+
+    assert result.outcome == "budget_exhausted"
+    assert result.detail.startswith("The time budget ran out: 60 seconds")
+    assert claude.requests == []
+
+
 # --- follow-ups ----------------------------------------------------------------------------
 
 

@@ -224,9 +224,13 @@ class Agent:
         transcript_path: Path | None = None,
         context: ContextLimits = ContextLimits(),
         on_wait: OnWait | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """`clock` (seconds, for the time budget): the event loop's, whose timers end a
+        step that overruns the budget; a test may give its own."""
         self.usage = Usage()
         self._on_wait = on_wait
+        self._clock = clock or _loop_time
         self._client = client.with_options(max_retries=API_MAX_RETRIES)
         self._model = model
         self._system = system
@@ -265,7 +269,7 @@ class Agent:
     # --- the loop --------------------------------------------------------------------------
 
     async def _drive(self) -> AgentResult:
-        self._call_started = time.monotonic()
+        self._call_started = self._clock()
         try:
             await self._loop()
         except _Terminating as end:
@@ -275,7 +279,7 @@ class Agent:
             self._save({"kind": "end", "outcome": _ending(error), "detail": _error_line(error)})
             raise
         finally:
-            self._seconds_used += time.monotonic() - self._call_started
+            self._seconds_used += self._clock() - self._call_started
             self._call_started = None
         self._save({"kind": "end", "outcome": result.outcome, "detail": result.detail})
         self._log.info(
@@ -290,12 +294,16 @@ class Agent:
     async def _loop(self) -> NoReturn:
         while True:
             self._check_budget()
+            deadline = asyncio.timeout(self._seconds_left())
             try:
-                async with asyncio.timeout(self._seconds_left()):
+                async with deadline:
                     await self._step()
             except TimeoutError:
-                self._check_budget()  # the deadline passed during the step: this raises
-                raise
+                if not deadline.expired():
+                    raise  # not the budget's deadline
+                # The budget's timer fired: that decides, whatever a clock read just after
+                # says (the loop's timers may fire a hair early, by its own clock or another).
+                raise self._time_ran_out() from None
 
     def _check_budget(self) -> None:
         budget = self._budget
@@ -311,13 +319,17 @@ class Agent:
                 f"${budget.max_cost_usd:.2f} spent.",
             )
         if self._seconds_left() <= 0:
-            raise _Terminating(
-                "budget_exhausted",
-                f"The time budget ran out: {_duration(budget.timeout_seconds)} of agent time used.",
-            )
+            raise self._time_ran_out()
+
+    def _time_ran_out(self) -> _Terminating:
+        return _Terminating(
+            "budget_exhausted",
+            "The time budget ran out: "
+            f"{_duration(self._budget.timeout_seconds)} of agent time used.",
+        )
 
     def _seconds_left(self) -> float:
-        running = time.monotonic() - self._call_started if self._call_started else 0.0
+        running = self._clock() - self._call_started if self._call_started is not None else 0.0
         return self._budget.timeout_seconds - self._seconds_used - running
 
     async def _step(self) -> None:
@@ -580,6 +592,10 @@ def _result_text(block: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _ending(error: BaseException) -> str:
