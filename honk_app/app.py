@@ -26,8 +26,10 @@ from honk_app import metrics, pages
 from honk_app.agent.sandbox_user import sandbox_user
 from honk_app.backend import Backend, Workers, open_backend
 from honk_app.config import Settings
+from honk_app.db import DatabaseUnavailable
 from honk_app.github import GitHubApp
 from honk_app.onboarding import AppCredentials, Onboarding
+from honk_app.queue import Backoff, pause
 from honk_app.redact import Redactor
 from honk_app.runs import RunStore
 from honk_app.runs_page import RunsPages
@@ -50,7 +52,9 @@ def build_services(settings: Settings, store: RunStore, redactor: Redactor) -> S
         store=store,
         github=GitHubApp(settings, redactor),
         workspaces=WorkspaceManager(
-            settings.data_dir, sandbox=sandbox_user(settings.sandbox_uid, settings.sandbox_gid)
+            settings.data_dir,
+            sandbox=sandbox_user(settings.sandbox_uid, settings.sandbox_gid),
+            remote_timeout_seconds=settings.git_timeout_seconds,
         ),
         anthropic=model,
         redactor=redactor,
@@ -71,6 +75,7 @@ class Live:
         self._stop = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._statuses: asyncio.Task[None] | None = None  # re-sends owed final states
+        self._worker_failed = False
         self._running = False
         self.configure(settings)
 
@@ -119,9 +124,31 @@ class Live:
 
     def _start_tasks(self) -> None:
         assert self.pool is not None
-        self._worker = asyncio.create_task(self.pool.run(self._stop))
+        self._worker = asyncio.create_task(self._keep_working(self.pool))
         services = build_services(self.settings, self.store, self.redactor)
         self._statuses = asyncio.create_task(keep_statuses_true(services, self._stop))
+
+    async def _keep_working(self, pool: Workers) -> None:
+        """Run the workers until stopped; should their loop ever end by an error, again."""
+        backoff = Backoff(1.0)
+        while not self._stop.is_set():
+            try:
+                await pool.run(self._stop)
+            except Exception:
+                self._worker_failed = True
+                log.exception("the worker stopped by an error; starting it again")
+                await pause(self._stop, backoff.failed())
+                self._worker_failed = False
+            else:
+                return
+
+    def worker_trouble(self) -> str | None:
+        """Why this process's worker is not picking runs up, or None (also: no worker)."""
+        if self.pool is None or not self._running:
+            return None
+        if self._worker is None or self._worker.done() or self._worker_failed:
+            return "the worker loop of this process is not running"
+        return self.pool.trouble(self.settings.queue_stall_seconds)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -171,7 +198,25 @@ def create_app(
             await backend.close()
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "configured": live.settings.has_app_credentials})
+        """Healthy unless this process's worker loop is not running, or runs wait (due)
+        longer than HONK_QUEUE_STALL_SECONDS while no run moves, or the database does
+        not answer within the request path's deadline."""
+        problems = []
+        if trouble := live.worker_trouble():
+            problems.append(trouble)
+        try:
+            if stalled := await store.stalled_queue(live.settings.queue_stall_seconds):
+                problems.append(stalled)
+        except DatabaseUnavailable as error:
+            problems.append(f"the database does not answer: {error}")
+        configured = live.settings.has_app_credentials
+        if problems:
+            log.warning("unhealthy", reason="; ".join(problems))
+            return JSONResponse(
+                {"ok": False, "configured": configured, "reason": "; ".join(problems)},
+                status_code=503,
+            )
+        return JSONResponse({"ok": True, "configured": configured})
 
     async def metrics_page(request: Request) -> Response:
         # Read at scrape time: a web process without a worker sees the queue too.

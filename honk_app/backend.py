@@ -16,7 +16,7 @@ from typing import Protocol
 import structlog
 
 from honk_app.config import Settings
-from honk_app.db import DatabaseUnavailable, SQLiteDatabase
+from honk_app.db import DatabaseUnavailable, Deadline, Patient, SQLiteDatabase
 from honk_app.queue import Execute, WorkerPool, new_worker_id
 from honk_app.runs import RunStore
 
@@ -34,9 +34,16 @@ class Workers(Protocol):
 
     async def run(self, stop: asyncio.Event) -> None: ...
 
+    def trouble(self, stalled_after: float) -> str | None:
+        """Why this process's workers have not picked runs up for `stalled_after` seconds,
+        or None (for /healthz)."""
+        ...
+
 
 class Backend(Protocol):
-    store: RunStore  # for the request path: fails fast with DatabaseUnavailable
+    # For the request path: every call ends within a few seconds, with DatabaseUnavailable
+    # at worst. The workers get a patient view of the same database (see `honk_app.db`).
+    store: RunStore
 
     async def start(self, *, wait: bool = True) -> list[str]: ...
 
@@ -61,12 +68,12 @@ def open_backend(settings: Settings) -> Backend:
 class SQLiteBackend:
     def __init__(self, path: Path) -> None:
         self.db = SQLiteDatabase(path)
-        self.store = RunStore(self.db)
+        self.store = RunStore(Deadline(self.db))
 
     async def start(self, *, wait: bool = True) -> list[str]:
         """Open the file and create or migrate the schema; the changes applied."""
         self.db.start()
-        return await self.store.migrate()
+        return await RunStore(Patient(self.db) if wait else self.db).migrate()
 
     async def close(self) -> None:
         await self.db.close()
@@ -79,9 +86,10 @@ class SQLiteBackend:
         lease_seconds: float | None = None,
         poll_seconds: float = 1.0,
     ) -> Workers:
+        store = RunStore(Patient(self.db))
         return WorkerPool(
-            self.store,
-            make_execute(self.store),
+            store,
+            make_execute(store),
             concurrency=concurrency,
             lease_seconds=lease_seconds or SQLITE_LEASE_SECONDS,
             poll_seconds=poll_seconds,
@@ -96,7 +104,9 @@ class PostgresBackend:
 
         self.url = url
         self.db = PostgresDatabase.for_requests(url)
-        self.store = RunStore(self.db, enqueue=jobs.enqueuer(jobs.job_app()))
+        enqueue = jobs.enqueuer(jobs.job_app())
+        self.store = RunStore(Deadline(self.db), enqueue=enqueue)
+        self._migrations = RunStore(self.db, enqueue=enqueue)
 
     async def start(self, *, wait: bool = True) -> list[str]:
         """Create or migrate procrastinate's schema and Honk's; the changes applied.
@@ -108,7 +118,7 @@ class PostgresBackend:
         await self.db.start()
         while True:
             try:
-                return [*await migrate_jobs(self.db), *await self.store.migrate()]
+                return [*await migrate_jobs(self.db), *await self._migrations.migrate()]
             except DatabaseUnavailable as error:
                 if not wait:
                     raise

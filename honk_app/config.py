@@ -71,6 +71,10 @@ class Settings:
     # A run handed back after a GitHub, git or model fault waits this long (times its
     # attempt) before it is tried again; an undelivered final status is re-sent as often.
     retry_seconds: float = 60.0
+    # Deadlines on outside calls, and when /healthz calls a waiting queue stalled.
+    github_timeout_seconds: float = 30.0
+    git_timeout_seconds: float = 600.0
+    queue_stall_seconds: float = 120.0
 
     @property
     def has_app_credentials(self) -> bool:
@@ -145,6 +149,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sandbox_files=_int(env, "HONK_SANDBOX_FILES", 500_000, minimum=100,
                            maximum=2**31),
         retry_seconds=_int(env, "HONK_RETRY_SECONDS", 60, minimum=1, maximum=3600),
+        github_timeout_seconds=_float(env, "HONK_GITHUB_TIMEOUT_SECONDS", 30.0),
+        git_timeout_seconds=_float(env, "HONK_GIT_TIMEOUT_SECONDS", 600.0),
+        queue_stall_seconds=_float(env, "HONK_QUEUE_STALL_SECONDS", 120.0),
     )
 
 

@@ -15,6 +15,13 @@ The statements run on the event loop's thread (they take microseconds, and runni
 there avoids handing the GIL back and forth per operation); the two calls that can wait —
 taking the write lock, when another process holds it, and the fsync of COMMIT — run in a
 thread, so the loop keeps serving requests meanwhile.
+
+Two views of one database, for its two kinds of caller (`Deadline`, `Patient`). The request
+path must answer within GitHub's 10 s delivery timeout: its calls end within a few seconds,
+with DatabaseUnavailable (answered 503, so the delivery can be redelivered). A worker must
+not give up a run because another process held the lock for a while: its calls are retried
+until the database answers again. SQLite's busy timeout is short for both (one attempt);
+the views decide how many attempts a caller gets.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ log = structlog.get_logger()
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_MS = 10_000
+# One attempt to take SQLite's write lock; the request path's deadline leaves room for one
+# more, and a worker's patience for as many as it takes.
+BUSY_TIMEOUT_MS = 3_000
+REQUEST_DEADLINE_SECONDS = 5.0
+WORKER_PATIENCE_SECONDS = 15 * 60.0
+RETRY_SECONDS = 1.0
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 # The one column type the two dialects spell differently; every other column is written in
 # types both accept with the same meaning (TEXT, BIGINT, DOUBLE PRECISION).
@@ -48,6 +60,10 @@ _SCHEMA_LOCK_KEY = 0x686F6E6B  # "honk"
 
 class DatabaseUnavailable(Exception):
     """The database cannot be written now; the caller should answer 503, not lose data."""
+
+
+class DatabaseClosed(DatabaseUnavailable):
+    """The database was closed (the process is stopping): waiting will not bring it back."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,81 @@ async def record_migration(sql: Sql, name: str) -> None:
     )
 
 
+class Deadline:
+    """A view of a database whose every call ends within `seconds`: the request path's.
+
+    A call that ran out of time raises DatabaseUnavailable. On SQLite an operation still
+    waiting for its batch is dropped; one whose batch was already committing may still land
+    (a redelivery is then answered as a duplicate, and nothing runs twice).
+    """
+
+    def __init__(self, storage: Storage, seconds: float = REQUEST_DEADLINE_SECONDS) -> None:
+        self.storage = storage
+        self.seconds = seconds
+
+    @property
+    def dialect(self) -> str:
+        return self.storage.dialect
+
+    async def call(self, op: Operation[T]) -> T:
+        deadline = asyncio.timeout(self.seconds)
+        try:
+            async with deadline:
+                return await self.storage.call(op)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise DatabaseUnavailable(
+                f"the database did not answer within {self.seconds:g} s"
+            ) from None
+
+
+class Patient:
+    """A view of a database that waits it out: the workers'.
+
+    A call that finds the database unavailable (locked by another process, restarting) is
+    tried again every second or so, for up to `patience_seconds`; then DatabaseUnavailable
+    reaches the caller. Safe because a failed call changed nothing: its transaction was
+    rolled back.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        patience_seconds: float = WORKER_PATIENCE_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        self.storage = storage
+        self.patience_seconds = patience_seconds
+        self.retry_seconds = retry_seconds
+
+    @property
+    def dialect(self) -> str:
+        return self.storage.dialect
+
+    async def call(self, op: Operation[T]) -> T:
+        first_failure: float | None = None
+        while True:
+            try:
+                result = await self.storage.call(op)
+            except DatabaseClosed:
+                raise
+            except DatabaseUnavailable as error:
+                now = time.monotonic()
+                if first_failure is None:
+                    first_failure = now
+                    log.warning("waiting for the database", error=str(error))
+                if now - first_failure >= self.patience_seconds:
+                    raise
+                await asyncio.sleep(self.retry_seconds)
+                continue
+            if first_failure is not None:
+                log.info("the database answers again",
+                         waited_seconds=round(time.monotonic() - first_failure, 1))
+            return result
+
+
 class _SQLiteSql:
     dialect = "sqlite"
 
@@ -176,11 +267,21 @@ class SQLiteDatabase:
             self._sql = None
 
     def _checkpoint_loop(self) -> None:
+        """Checkpoint every second until closed; a failed checkpoint is tried again."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        failing = False
         try:
             while not self._closing.wait(CHECKPOINT_INTERVAL_SECONDS):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:
+                    if not failing:  # once per outage, not once a second
+                        log.warning("database checkpoint failed; trying again",
+                                    error=str(error))
+                    failing = True
+                else:
+                    failing = False
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as error:
             log.warning("database checkpoint failed", error=str(error))
@@ -189,7 +290,7 @@ class SQLiteDatabase:
 
     async def call(self, op: Operation[T]) -> T:
         if self._conn is None:
-            raise DatabaseUnavailable("the database is not open")
+            raise DatabaseClosed("the database is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         if self._flusher is None:
@@ -208,9 +309,14 @@ class SQLiteDatabase:
         conn, sql = self._conn, self._sql
         assert conn is not None and sql is not None
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        batch = [(op, future) for op, future in batch if not future.done()]
+        if not batch:
+            return
         try:
             await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
             for op, future in batch:
+                if future.done():  # its caller gave up while the lock was awaited
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     result = await op(sql)

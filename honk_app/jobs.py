@@ -44,7 +44,14 @@ from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.schema import SchemaManager
 
-from honk_app.db import Sql, applied_migrations, lock_schema, record_migration
+from honk_app import metrics
+from honk_app.db import (
+    DatabaseUnavailable,
+    Sql,
+    applied_migrations,
+    lock_schema,
+    record_migration,
+)
 from honk_app.pg import PostgresDatabase, PostgresSql, is_unreachable
 from honk_app.queue import Execute
 from honk_app.runs import Enqueue, RunState, RunStore
@@ -192,9 +199,19 @@ class JobWorkers:
             "stalled_worker_timeout": lease_seconds,
         }
         self._answering_since = time.monotonic()
+        self._down_since: float | None = None  # procrastinate's worker ended, not restarted
 
     def wake(self) -> None:
         """Nothing to do: PostgreSQL notifies the workers of a new job."""
+
+    def trouble(self, stalled_after: float) -> str | None:
+        """A sentence if procrastinate's worker has been down `stalled_after` seconds."""
+        if self._down_since is None:
+            return None
+        down_for = time.monotonic() - self._down_since
+        if down_for < stalled_after:
+            return None
+        return f"the job worker has been down for {down_for:.0f} s"
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", worker_id=self.worker_id, engine="procrastinate",
@@ -216,7 +233,12 @@ class JobWorkers:
     async def _work_until(self, stop: asyncio.Event) -> None:
         worker = asyncio.create_task(self.app.run_worker_async(**self._options), name="jobs")
         stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {worker, stopping}, timeout=5 * RESTART_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            self._down_since = None  # up for a while: not merely failing over and over
+            await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if not worker.done():
             worker.cancel()  # procrastinate's graceful shutdown, then the abort of what is left
@@ -224,12 +246,18 @@ class JobWorkers:
                 await worker
             return
         error = worker.exception()
+        self._down_since = self._down_since or time.monotonic()
+        metrics.BACKGROUND_ERRORS.labels(task="job worker").inc()
         log.warning("job worker stopped; starting it again", error=str(error) if error else None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=RESTART_SECONDS)
 
     async def _run_job(self, context: JobContext, run_id: int) -> None:
-        run = await self.store.start(run_id, self.worker_id)
+        try:
+            run = await self.store.start(run_id, self.worker_id)
+        except DatabaseUnavailable as error:  # past the worker's patience: try it later
+            log.warning("run not started", run_id=run_id, error=str(error))
+            raise HandBack(time.time() + RESTART_SECONDS) from None
         if run is None:
             log.info("run already ended", run_id=run_id)
             return
@@ -249,8 +277,12 @@ class JobWorkers:
             raise
         except Exception:
             log.exception("run raised", run_id=run.id)
-            await self.store.finish(run.id, RunState.FAILED, "internal_error",
-                                    "Honk hit an internal error; see the operator's log.")
+            try:
+                await self.store.finish(run.id, RunState.FAILED, "internal_error",
+                                        "Honk hit an internal error; see the operator's log.")
+            except DatabaseUnavailable as error:  # the job is retried, and the run resumed
+                log.warning("run's end not recorded", run_id=run.id, error=str(error))
+                raise HandBack(time.time() + RESTART_SECONDS) from None
             return
         finally:
             beats.cancel()
@@ -292,6 +324,7 @@ class JobWorkers:
             try:
                 stop_it = await self.store.heartbeat(run_id, self.worker_id)
             except Exception as error:
+                metrics.BACKGROUND_ERRORS.labels(task="renewing leases").inc()
                 log.warning("lease not renewed", run_id=run_id, error=str(error))
                 continue
             if stop_it:
@@ -309,6 +342,7 @@ class JobWorkers:
                 await self._sweep()
             except Exception as error:
                 self._answering_since = time.monotonic()
+                metrics.BACKGROUND_ERRORS.labels(task="recovering runs").inc()
                 if not is_unreachable(error):
                     log.exception("sweep failed")
 

@@ -21,6 +21,11 @@ RUN_SECONDS = Histogram(
 TOKENS = Counter("honk_model_tokens_total", "Model tokens by model and kind.", ["model", "kind"])
 COST = Counter("honk_model_cost_usd_total", "Model spend in US dollars by model.", ["model"])
 QUEUE_DEPTH = Gauge("honk_queue_depth", "Runs waiting for a worker.")
+BACKGROUND_ERRORS = Counter(
+    "honk_background_errors_total",
+    "Failed calls (the database's, mostly) in a background task, which then tried again.",
+    ["task"],
+)
 
 # The X-GitHub-Event values counted by name: those the App subscribes to (app-manifest.yml)
 # and those GitHub sends every App. Any other value, and every request whose signature was

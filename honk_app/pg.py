@@ -21,7 +21,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from honk_app.db import DatabaseUnavailable, Operation, Rows
+from honk_app.db import DatabaseClosed, DatabaseUnavailable, Operation, Rows
 
 log = structlog.get_logger()
 
@@ -91,7 +91,7 @@ class PostgresDatabase:
         first_failure: float | None = None
         while True:
             if self.pool.closed:
-                raise DatabaseUnavailable("the database is not open")
+                raise DatabaseClosed("the database is not open")
             try:
                 async with self.pool.connection() as conn, conn.transaction():
                     return await op(PostgresSql(conn))

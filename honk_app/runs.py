@@ -499,6 +499,31 @@ class RunStore:
 
         return await self.db.call(op)
 
+    async def stalled_queue(self, threshold_seconds: float) -> str | None:
+        """A sentence if a run has waited, due, longer than the threshold while no run
+        started, renewed its lease or ended for as long; else None (for /healthz)."""
+
+        async def op(sql: Sql) -> str | None:
+            now = time.time()
+            cutoff = now - threshold_seconds
+            waiting = (await sql.execute(
+                "SELECT count(*) AS n FROM runs WHERE state = ? AND created_at <= ?"
+                " AND not_before <= ?",
+                (RunState.QUEUED, cutoff, cutoff),
+            )).rows[0]["n"]
+            if not waiting:
+                return None
+            moved = (await sql.execute(
+                "SELECT max(heartbeat_at) AS beat, max(finished_at) AS finished FROM runs"
+            )).rows[0]
+            last_move = max(moved["beat"] or 0.0, moved["finished"] or 0.0)
+            if last_move > cutoff:
+                return None
+            return (f"{waiting} runs have waited over {threshold_seconds:g} s to start, and no"
+                    " run has started, renewed its lease or ended for as long")
+
+        return await self.db.call(op)
+
     async def of_repos(
         self, repos: Collection[str] | None, *, limit: int = 100, since: float = 0.0
     ) -> list[Run]:
