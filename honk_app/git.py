@@ -10,7 +10,9 @@ token only ever travels in the environment of the one process that talks to the 
 
 import asyncio
 import base64
+import os
 import re
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,9 @@ STDERR_LIMIT = 2_000
 # usable by the agent's uid. Set by a shell (about 1.2 ms a command here) because uvloop's
 # subprocess_exec refuses `umask=`, and preexec_fn is not safe with threads.
 _WITH_GIT_UMASK = ("/bin/sh", "-c", 'umask 007 && exec "$@"', "honk-git")
+# How long a command talking to a remote (fetch, push) may take before it is killed; the
+# server setting HONK_GIT_TIMEOUT_SECONDS sets it per remote (see WorkspaceManager).
+DEFAULT_REMOTE_TIMEOUT_SECONDS = 600.0
 
 # Settings given on the command line outrank every config file, so these hold whatever
 # the repository's config says.
@@ -76,6 +81,8 @@ class GitRemote:
 
     url: str
     token: str | None = None
+    # A command talking to this remote is killed after this long (None: the default).
+    timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
         scheme = self.scheme
@@ -86,7 +93,7 @@ class GitRemote:
 
     def __repr__(self) -> str:
         token = "None" if self.token is None else "'***'"
-        return f"GitRemote(url={self.url!r}, token={token})"
+        return f"GitRemote(url={self.url!r}, token={token}, timeout_seconds={self.timeout_seconds})"
 
     @property
     def scheme(self) -> str:
@@ -125,6 +132,19 @@ class GitError(Exception):
         self.returncode = returncode
         self.stderr = stderr
         super().__init__(f"{' '.join(self.command)} exited {returncode}: {stderr}")
+
+
+class GitTimeout(GitError):
+    """A git command talking to a remote took longer than its deadline and was killed."""
+
+    def __init__(self, command: Sequence[str], seconds: float) -> None:
+        # Not GitError's message: the command's arguments (a URL) stay out of it.
+        Exception.__init__(self, f"{' '.join(command[:2])} timed out after {seconds:g} s "
+                           "(the remote did not answer in time) and was stopped")
+        self.command = tuple(command)
+        self.returncode = -signal.SIGKILL
+        self.stderr = f"timed out after {seconds:g} s"
+        self.seconds = seconds
 
 
 class PushRejected(GitError):
@@ -243,7 +263,11 @@ class Git:
             _refuse_redirecting_config(names)
             extra_config += remote.transport_config()
         secrets = remote.secrets() if remote is not None else ()
-        result = await self._exec(args, input, env, extra_config, stdout_limit, secrets)
+        timeout = None
+        if remote is not None:
+            timeout = remote.timeout_seconds or DEFAULT_REMOTE_TIMEOUT_SECONDS
+        result = await self._exec(args, input, env, extra_config, stdout_limit, secrets,
+                                  timeout=timeout)
         if check and result.returncode != 0 and not result.truncated:
             raise GitError(("git", *args), result.returncode, result.stderr)
         return result
@@ -281,7 +305,11 @@ class Git:
         extra_config: Sequence[tuple[str, str]],
         stdout_limit: int | None,
         secrets: Sequence[str],
+        *,
+        timeout: float | None = None,
     ) -> GitResult:
+        """Run git; with a `timeout`, git and every helper it started (git-remote-http, …)
+        run in a process group of their own, all killed when the time is up."""
         process_env = base_environment(self.git_dir, self.work_tree)
         if self.index_file is not None:
             process_env["GIT_INDEX_FILE"] = str(self.index_file)
@@ -301,13 +329,19 @@ class Git:
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=timeout is not None,
         )
+        deadline = asyncio.timeout(timeout)
         try:
-            stdout, stderr, truncated = await _communicate(process, input, stdout_limit)
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            async with deadline:
+                stdout, stderr, truncated = await _communicate(process, input, stdout_limit)
+        except BaseException as error:
+            _kill(process, group=timeout is not None)
+            await process.wait()
+            if isinstance(error, TimeoutError) and deadline.expired():
+                assert timeout is not None
+                log.warning("git.timed_out", command=args[0], seconds=timeout)
+                raise GitTimeout(("git", *args), timeout) from None
             raise
         return GitResult(
             stdout=stdout,
@@ -318,6 +352,17 @@ class Git:
 
 
 _config_names_seen: dict[tuple[object, ...], list[str]] = {}
+
+
+def _kill(process: asyncio.subprocess.Process, *, group: bool) -> None:
+    """Kill git (and, with `group`, the helpers it started, which hold its pipes open)."""
+    try:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        elif process.returncode is None:
+            process.kill()
+    except ProcessLookupError:
+        pass
 
 
 def _config_fingerprint(git_dir: Path) -> tuple[object, ...] | None:

@@ -12,6 +12,12 @@ A write that creates something (a comment, a pull request, a reply) is retried o
 looking for what the lost answer may have created, so a retry never makes a second one.
 What is still failing after that is a `GitHubError` whose `transient` says whether trying
 later may succeed; its message carries GitHub's own reason (`errors[].message`).
+
+Every request has a deadline (HONK_GITHUB_TIMEOUT_SECONDS, for connecting and for each
+read): a GitHub that accepts the connection and never answers raises githubkit's
+RequestTimeout, so the run's step ends instead of holding its lease forever. githubkit's
+HTTP cache is off: with it on, the client's timeout was not enforced (issue 11 measured
+6.1 s for timeout=2; here a call to a silent server waited over ten minutes).
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ QUICK_ATTEMPTS = 2
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 NO_CACHE = {"Cache-Control": "no-cache"}
 T = TypeVar("T")
+
+
+def _client_options(timeout_seconds: float) -> dict[str, Any]:
+    """How every githubkit client is built: retries, and a timeout that holds (httpx's, on
+    connecting and on each read), so no HTTP cache."""
+    return {"auto_retry": RETRY, "timeout": timeout_seconds, "http_cache": False}
 
 
 class GitHubError(Exception):
@@ -165,11 +177,11 @@ class GitHubApp:
         if settings.app_id is None or not settings.private_key:
             raise GitHubError("APP_ID and PRIVATE_KEY are needed to act as the GitHub App.")
         self.api_url = settings.github_api_url
+        self.timeout_seconds = settings.github_timeout_seconds
         self._app = GitHub(
             AppAuthStrategy(settings.app_id, settings.private_key),
             base_url=self.api_url,
-            auto_retry=RETRY,
-            timeout=30,
+            **_client_options(self.timeout_seconds),
         )
         self._slug: str | None = None
 
@@ -220,7 +232,9 @@ class RepoGitHub:
 
     def _client(self, token: InstallationToken) -> GitHub[TokenAuthStrategy]:
         return GitHub(
-            TokenAuthStrategy(token.token), base_url=self._app.api_url, auto_retry=RETRY, timeout=30
+            TokenAuthStrategy(token.token),
+            base_url=self._app.api_url,
+            **_client_options(self._app.timeout_seconds),
         )
 
     async def token(self, *, renew: bool = False) -> str:

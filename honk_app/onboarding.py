@@ -141,7 +141,7 @@ def public_url_of(value: str, *, what: str = "public URL") -> str:
 async def convert_code(api_url: str, code: str) -> AppCredentials:
     """Exchange the manifest flow's one-time code for the new App's credentials."""
     try:
-        async with GitHub(base_url=api_url, timeout=30) as github:
+        async with GitHub(base_url=api_url, timeout=30, http_cache=False) as github:
             response = await github.rest.apps.async_create_from_manifest(code)
     except GitHubException as error:
         raise SetupError(

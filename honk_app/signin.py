@@ -252,7 +252,8 @@ class GitHubSignIn:
 
     def _user_client(self, token: str) -> GitHub[TokenAuthStrategy]:
         return GitHub(
-            TokenAuthStrategy(token), base_url=self._settings().github_api_url, timeout=30
+            TokenAuthStrategy(token), base_url=self._settings().github_api_url, timeout=30,
+            http_cache=False,  # with the cache on, githubkit's timeout is not enforced
         )
 
     def _callback_url(self, request: Request) -> str:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -258,6 +258,8 @@ class Workspace:
     existed: bool = field(default=False, kw_only=True)
     _mirror: Mirror = field(kw_only=True, repr=False, compare=False)
     _scratch_dir: Path = field(kw_only=True, repr=False, compare=False)
+    # How long a push or fetch may take (None: honk_app.git's default).
+    remote_timeout_seconds: float | None = field(default=None, kw_only=True, repr=False)
     # The remote's tip of the branch as last seen: commits after it are not pushed yet.
     _upstream_sha: str = field(init=False, repr=False, compare=False)
 
@@ -406,6 +408,7 @@ class Workspace:
     async def push(self, remote: GitRemote) -> str:
         """Push HEAD to refs/heads/<branch>, never forcing. If the branch moved meanwhile,
         rebase onto it and push again."""
+        remote = _timed(remote, self.remote_timeout_seconds)
         git = self._git
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             head = await git.text("rev-parse", "--verify", "--end-of-options", "HEAD")
@@ -528,11 +531,18 @@ class Workspace:
 class WorkspaceManager:
     """Hands out workspaces: a mirror per repository and a pool of kept worktrees."""
 
-    def __init__(self, data_dir: Path, *, pool_size: int = 2,
-                 sandbox: SandboxUser | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        pool_size: int = 2,
+        sandbox: SandboxUser | None = None,
+        remote_timeout_seconds: float | None = None,
+    ) -> None:
         self._data_dir = data_dir.resolve()
         self._pool_size = pool_size
         self._user = sandbox or sandbox_user()
+        self._remote_timeout = remote_timeout_seconds
         self._mirrors: dict[str, Mirror] = {}
         self._swept: set[Path] = set()
         (self._data_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -551,6 +561,7 @@ class WorkspaceManager:
         check_repo_name(repo)
         check_branch_name(base_branch)
         check_branch_name(branch)
+        remote = _timed(remote, self._remote_timeout)
         started = time.monotonic()
         mirror = self._mirror(repo)
         slot = self._take_slot(repo)
@@ -576,6 +587,7 @@ class WorkspaceManager:
             common_dir=mirror.path,
             _mirror=mirror,
             _scratch_dir=self._data_dir / "tmp",
+            remote_timeout_seconds=self._remote_timeout,
         )
         log.info(
             "workspace.ready",
@@ -699,6 +711,13 @@ class WorkspaceManager:
             log.warning("workspace.release_failed", slot=str(slot.path), error=str(error))
         finally:
             slot.lock.release()
+
+
+def _timed(remote: GitRemote, seconds: float | None) -> GitRemote:
+    """The remote with this deadline on its commands, unless it already has one."""
+    if seconds is None or remote.timeout_seconds is not None:
+        return remote
+    return replace(remote, timeout_seconds=seconds)
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:

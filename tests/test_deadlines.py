@@ -1,0 +1,141 @@
+"""Nothing Honk calls may hang: a GitHub that accepts and never answers, a git remote that
+never answers. Both are a real TCP listener on loopback that accepts connections, reads
+nothing and sends nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from honk_app.config import load_settings
+from honk_app.git import GitRemote, GitTimeout
+from honk_app.github import GitHubApp, GitHubError
+from honk_app.redact import Redactor
+from honk_app.workspace import WorkspaceManager
+from tests.test_workspace import Upstream, remote_of
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """host:port of a server that accepts every connection and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # so that the accepting thread sees `closing`
+    accepted: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        closing.set()
+        thread.join(timeout=5)
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+def private_key_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+async def test_a_github_call_that_never_answers_ends_at_its_deadline(tmp_path: Path) -> None:
+    with silent_server() as address:
+        settings = load_settings({
+            "HONK_DATA_DIR": str(tmp_path), "APP_ID": "1", "PRIVATE_KEY": private_key_pem(),
+            "GITHUB_API_URL": f"http://{address}", "HONK_GITHUB_TIMEOUT_SECONDS": "1",
+        })
+        github = GitHubApp(settings, Redactor([]))
+        started = time.monotonic()
+        # Before: githubkit's timeout was not enforced with its HTTP cache on; a call
+        # waited 30 s, and more, per attempt. The outer bound only keeps the test short.
+        async with asyncio.timeout(20):
+            with pytest.raises(GitHubError) as raised:
+                await github.installation_token(1, "octo/calculator")
+        waited = time.monotonic() - started
+    assert str(raised.value) == (
+        "No installation token for octo/calculator: GitHub could not be reached (RequestTimeout)."
+    )
+    assert waited < 10, f"the call took {waited:.1f} s with a 1 s deadline"
+
+
+def _helpers_talking_to(address: str) -> list[str]:
+    """Command lines of live processes whose arguments name this address (git's helpers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if address in cmdline:
+                found.append(cmdline)
+    return found
+
+
+async def test_a_push_to_a_remote_that_never_answers_is_stopped_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    upstream = Upstream(tmp_path / "upstream")
+    manager = WorkspaceManager(tmp_path / "data", remote_timeout_seconds=1)
+    async with manager.checkout(
+        "owner/repo", remote_of(upstream), base_branch="main", branch="honk/1-fix"
+    ) as workspace:
+        (workspace.path / "fix.txt").write_text("fixed\n")
+        await workspace.commit("Fix", author_name="honk[bot]",
+                               author_email="honk[bot]@users.noreply.github.com")
+        with silent_server() as address:
+            remote = GitRemote(f"http://{address}/owner/repo.git", "ghs_" + "x" * 36)
+            started = time.monotonic()
+            async with asyncio.timeout(60):  # before: git push waited for good
+                with pytest.raises(GitTimeout) as raised:
+                    await workspace.push(remote)
+            waited = time.monotonic() - started
+            leftovers = _helpers_talking_to(address)
+    assert str(raised.value) == (
+        "git push timed out after 1 s (the remote did not answer in time) and was stopped"
+    )
+    assert "ghs_" not in str(raised.value) and address not in str(raised.value)
+    assert waited < 10, f"the push took {waited:.1f} s with a 1 s deadline"
+    assert leftovers == [], "git's HTTP helper outlived the push"
+
+
+async def test_a_fetch_from_a_remote_that_never_answers_is_stopped_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    manager = WorkspaceManager(tmp_path / "data", remote_timeout_seconds=1)
+    with silent_server() as address:
+        remote = GitRemote(f"http://{address}/owner/repo.git", "ghs_" + "y" * 36)
+        async with asyncio.timeout(60):
+            with pytest.raises(GitTimeout, match=r"^git fetch timed out after 1 s"):
+                async with manager.checkout(
+                    "owner/repo", remote, base_branch="main", branch="honk/1-fix"
+                ):
+                    pass
+        assert _helpers_talking_to(address) == []
