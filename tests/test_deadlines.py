@@ -10,17 +10,23 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from honk_app.config import load_settings
 from honk_app.git import GitRemote, GitTimeout
 from honk_app.github import GitHubApp, GitHubError
 from honk_app.redact import Redactor
+from honk_app.sim.loopback import LoopbackServer
 from honk_app.workspace import WorkspaceManager
 from tests.test_workspace import Upstream, remote_of
 
@@ -139,3 +145,78 @@ async def test_a_fetch_from_a_remote_that_never_answers_is_stopped_at_its_deadli
                 ):
                     pass
         assert _helpers_talking_to(address) == []
+
+
+class HoldingProxy:
+    """A loopback proxy in front of the simulated GitHub that never answers the requests
+    `hold` picks (it forwards the others): GitHub accepting a call and going silent."""
+
+    def __init__(self, hold: Callable[[Request], bool]) -> None:
+        self.upstream = ""
+        self.held: list[str] = []
+        self._hold = hold
+        self._released = threading.Event()
+        self.server = LoopbackServer(Starlette(routes=[
+            Route("/{path:path}", self._forward, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+        ]), name="holding-proxy")
+
+    async def _forward(self, request: Request) -> Response:
+        if self._hold(request):
+            self.held.append(f"{request.method} {request.url.path}")
+            while not self._released.is_set():  # until the test ends: never, for Honk
+                await asyncio.sleep(0.05)
+            return Response(status_code=504)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "accept-encoding")}
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.request(
+                request.method, self.upstream + request.url.path, params=request.query_params,
+                headers=headers, content=await request.body(),
+            )
+        kept = {k: v for k, v in answer.headers.items()
+                if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")}
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+    def __enter__(self) -> HoldingProxy:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._released.set()
+        self.server.stop()
+
+
+def test_a_github_call_that_never_answers_ends_the_run_with_a_sentence(tmp_path: Path) -> None:
+    from honk_app.demo import (
+        ISSUE_BODY,
+        ISSUE_TITLE,
+        MAINTAINER,
+        REPO,
+        SAMPLE_FILES,
+        demo_script,
+    )
+    from honk_app.sim.github import API_PREFIX
+    from honk_app.sim.harness import offline_honk
+    from honk_app.status import MARKER
+
+    def opening_the_pull_request(request: Request) -> bool:
+        return request.method == "POST" and request.url.path.endswith(f"/{REPO}/pulls")
+
+    with HoldingProxy(opening_the_pull_request) as proxy, offline_honk(
+        tmp_path, script=demo_script(),
+        env={"GITHUB_API_URL": proxy.server.url + API_PREFIX, "HONK_GITHUB_TIMEOUT_SECONDS": "2"},
+    ) as honk:
+        sim = honk.github
+        proxy.upstream = sim.web_url
+        sim.add_user(MAINTAINER)
+        sim.create_repo(REPO, SAMPLE_FILES)
+        sim.set_permission(REPO, MAINTAINER, "write")
+        sim.install([REPO])
+        number = sim.open_issue(REPO, title=ISSUE_TITLE, body=ISSUE_BODY, author=MAINTAINER)
+        assert sim.label_issue(REPO, number, "honk", sender=MAINTAINER).status == 202
+        run = honk.wait_until_idle(2, timeout=120)[-1]
+        [status] = [c for c in sim.comments(REPO, number) if MARKER in c["body"]]
+    assert proxy.held == [f"POST {API_PREFIX}/repos/{REPO}/pulls"]
+    assert (run["state"], run["outcome"]) == ("failed", "github_error")
+    assert "GitHub could not be reached (RequestTimeout)" in status["body"]
+    assert status["body"].startswith("😕")
