@@ -106,6 +106,11 @@ def test_a_lock_held_during_a_run_delays_its_lease_and_stop_still_works(
         assert sim.pulls(REPO) == []
 
 
+def labelled_issue() -> bytes:
+    payload = app_payload("issues", "labeled.payload.json", label={"name": "honk"})
+    return json.dumps(payload).encode()
+
+
 def _post(url: str, body: bytes, delivery: str) -> tuple[int, dict[str, Any], float]:
     started = time.monotonic()
     answer = httpx.post(f"{url}/api/github/webhooks", content=body, timeout=30,
@@ -116,7 +121,7 @@ def _post(url: str, body: bytes, delivery: str) -> tuple[int, dict[str, Any], fl
 def test_a_delivery_during_a_lock_is_refused_in_time_and_taken_when_redelivered(
     honk_server: LoopbackServer, tmp_path: Path
 ) -> None:
-    body = json.dumps(app_payload("issues", "labeled.payload.json", label={"name": "honk"})).encode()
+    body = labelled_issue()
     path = tmp_path / "data" / "honk.db"
     with locked_by_another_process(path):
         status, answer, seconds = _post(honk_server.url, body, "delivery-during-lock")
@@ -136,7 +141,7 @@ def test_healthz_says_unhealthy_while_runs_wait_and_no_worker_takes_them(tmp_pat
     # A web process without a worker (no App key here), as when `honk worker` is down.
     settings = load_settings({"HONK_DATA_DIR": str(tmp_path / "data"), "WEBHOOK_SECRET": SECRET,
                               "LOG_FORMAT": "console", "HONK_QUEUE_STALL_SECONDS": "1"})
-    body = json.dumps(app_payload("issues", "labeled.payload.json", label={"name": "honk"})).encode()
+    body = labelled_issue()
     with LoopbackServer(create_app(settings), name="honk") as server:
         assert httpx.get(f"{server.url}/healthz").json() == {"ok": True, "configured": False}
         assert _post(server.url, body, "waits-forever")[0] == 202
@@ -167,3 +172,37 @@ def test_healthz_says_unhealthy_during_a_lock_and_healthy_after(
     assert "the worker has not asked for work" in reason
     assert "the database does not answer" in reason
     assert after.status_code == 200, after.text
+
+
+def test_two_servers_ride_out_a_lock_and_the_second_resumes_the_run_the_first_hands_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from honk_app.app import create_app
+    from honk_app.sim.claude import load_script
+
+    monkeypatch.setattr(honk_db, "BUSY_TIMEOUT_MS", 300)
+    fix = load_script(demo_script())
+    # The first attempt waits on Claude until its server stops; the second gets the fix.
+    script = [{"sleep": 20, "text": "lost with the stopped server"}, *fix]
+    with sample_honk(tmp_path, script) as honk:
+        assert honk.settings.sqlite_path is not None and honk.claude is not None
+        claude = honk.claude
+        with LoopbackServer(create_app(honk.settings), name="honk-2") as second:
+            servers = {s.app.state.live.pool.worker_id: s for s in (honk.server, second)}
+            sim = honk.github
+            number = sim.open_issue(REPO, title=ISSUE_TITLE, body=ISSUE_BODY, author=MAINTAINER)
+            assert sim.label_issue(REPO, number, "honk", sender=MAINTAINER).status == 202
+            runs = honk.wait_for(lambda runs: runs[-1]["state"] == "running"
+                                 and bool(claude.requests), timeout=60)
+            with locked_by_another_process(honk.settings.sqlite_path):
+                time.sleep(3)  # both servers' claim loops and heartbeats meet the lock
+            holder = servers.pop(runs[-1]["worker_id"])
+            holder.stop()  # hands the run back
+            [other] = servers.values()
+            task = honk.wait_until_idle(2, timeout=90)[-1]
+            other_id = other.app.state.live.pool.worker_id
+    assert (task["state"], task["outcome"], task["attempts"]) == ("done", "success", 2)
+    assert task["worker_id"] == other_id
+    [status] = status_comments(honk, number)
+    assert status["body"].startswith("🚀 Opened #")
+    assert len(honk.github.pulls(REPO)) == 1

@@ -21,6 +21,7 @@ class LoopbackServer:
     """uvicorn in its own thread and event loop; `start` returns once it accepts connections."""
 
     def __init__(self, app: Any, *, port: int | None = None, name: str = "server") -> None:
+        self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
