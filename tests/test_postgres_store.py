@@ -285,3 +285,45 @@ async def test_a_database_of_the_previous_version_is_brought_up_to_date(
                                                      event_key="issue_comment.created:5")
             assert replay.run_id is not None
             assert (await new.store.record_delivery("old-1", "ping", None, None)).duplicate
+
+
+_HOLD_TABLE_LOCK = """
+import sys, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    conn.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+async def test_a_table_locked_by_another_process_answers_unavailable_in_time_then_works(
+    postgres_url: str,
+) -> None:
+    import subprocess
+    import sys
+
+    from honk_app.db import REQUEST_DEADLINE_SECONDS
+
+    backend = PostgresBackend(postgres_url)
+    await backend.start(wait=False)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_TABLE_LOCK, postgres_url],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="did not answer within"):
+            await backend.store.record_delivery("d-1", "issues", "labeled", task())
+        # Before, the INSERT waited on the lock for as long as it was held.
+        assert time.monotonic() - started < REQUEST_DEADLINE_SECONDS + 2
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+    try:
+        # The cancelled statement left no broken connection in the pool.
+        answers = [await backend.store.record_delivery(f"d-{n}", "issues", "labeled", task(n))
+                   for n in range(1, 4)]
+        assert [a.duplicate for a in answers] == [False, False, False]
+    finally:
+        await backend.close()
+    assert len(rows(postgres_url, "SELECT id FROM runs")) == 3
