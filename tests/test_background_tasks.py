@@ -130,3 +130,51 @@ async def test_the_heartbeat_outlives_failed_calls_and_stop_still_reaches_the_ru
         stop.set()
         await worker
         await backend.close()
+
+
+class CrashingOnce:
+    """Workers whose loop ends by an error the first time, then runs until stopped."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    def wake(self) -> None:
+        pass
+
+    def trouble(self, stalled_after: float) -> str | None:
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.starts += 1
+        if self.starts == 1:
+            raise RuntimeError("the loop broke (injected)")
+        await stop.wait()
+
+
+async def test_a_worker_loop_ended_by_an_error_is_started_again_and_healthz_says_so_meanwhile(
+    tmp_path: Path,
+) -> None:
+    from honk_app.app import Live
+    from honk_app.config import load_settings
+    from honk_app.redact import Redactor
+    from tests.test_deadlines import private_key_pem
+
+    workers = CrashingOnce()
+
+    class OneWorkerBackend:
+        store = None
+
+        def workers(self, *args: object, **options: object) -> CrashingOnce:
+            return workers
+
+    settings = load_settings({"HONK_DATA_DIR": str(tmp_path), "APP_ID": "1",
+                              "PRIVATE_KEY": private_key_pem(), "WEBHOOK_SECRET": "s"})
+    live = Live(settings, OneWorkerBackend(), Redactor([]), with_worker=True)  # type: ignore[arg-type]
+    live.start()
+    try:
+        await until(lambda: workers.starts == 1)
+        assert live.worker_trouble() == "the worker loop of this process is not running"
+        await until(lambda: workers.starts == 2)
+        assert live.worker_trouble() is None
+    finally:
+        await live.stop()
