@@ -175,7 +175,11 @@ class HoldingProxy:
             )
         kept = {k: v for k, v in answer.headers.items()
                 if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")}
-        return Response(answer.content, status_code=answer.status_code, headers=kept)
+        content = answer.content
+        if answer.headers.get("content-type", "").startswith("application/json"):
+            # Links to the simulator (clone URLs among them) lead through the proxy too.
+            content = content.replace(self.upstream.encode(), self.server.url.encode())
+        return Response(content, status_code=answer.status_code, headers=kept)
 
     def __enter__(self) -> HoldingProxy:
         self.server.start()
@@ -220,3 +224,41 @@ def test_a_github_call_that_never_answers_ends_the_run_with_a_sentence(tmp_path:
     assert (run["state"], run["outcome"]) == ("failed", "github_error")
     assert "GitHub could not be reached (RequestTimeout)" in status["body"]
     assert status["body"].startswith("😕")
+
+
+def test_a_git_push_that_never_answers_ends_the_run_with_a_sentence(tmp_path: Path) -> None:
+    from honk_app.demo import (
+        ISSUE_BODY,
+        ISSUE_TITLE,
+        MAINTAINER,
+        REPO,
+        SAMPLE_FILES,
+        demo_script,
+    )
+    from honk_app.sim.github import API_PREFIX
+    from honk_app.sim.harness import offline_honk
+    from honk_app.status import MARKER
+
+    def pushing(request: Request) -> bool:
+        return request.url.path.endswith("/git-receive-pack")
+
+    with HoldingProxy(pushing) as proxy, offline_honk(
+        tmp_path, script=demo_script(),
+        env={"GITHUB_API_URL": proxy.server.url + API_PREFIX, "HONK_GIT_TIMEOUT_SECONDS": "2"},
+    ) as honk:
+        sim = honk.github
+        proxy.upstream = sim.web_url
+        sim.add_user(MAINTAINER)
+        sim.create_repo(REPO, SAMPLE_FILES)
+        sim.set_permission(REPO, MAINTAINER, "write")
+        sim.install([REPO])
+        number = sim.open_issue(REPO, title=ISSUE_TITLE, body=ISSUE_BODY, author=MAINTAINER)
+        assert sim.label_issue(REPO, number, "honk", sender=MAINTAINER).status == 202
+        run = honk.wait_until_idle(2, timeout=120)[-1]
+        [status] = [c for c in sim.comments(REPO, number) if MARKER in c["body"]]
+    assert proxy.held == [f"POST /{REPO}.git/git-receive-pack"]
+    assert (run["state"], run["outcome"]) == ("failed", "git_timeout")
+    assert status["body"].startswith("😕")
+    assert ("git push timed out after 2 s (the remote did not answer in time) and was stopped"
+            in status["body"])
+    assert not any(name.startswith("honk/") for name in sim.branches(REPO))
