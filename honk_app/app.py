@@ -219,8 +219,10 @@ def create_app(
         return JSONResponse({"ok": True, "configured": configured})
 
     async def metrics_page(request: Request) -> Response:
-        # Read at scrape time: a web process without a worker sees the queue too.
-        metrics.QUEUE_DEPTH.set(await store.queue_depth())
+        # Read at scrape time: a web process without a worker sees the queue too. A database
+        # that does not answer leaves the last value: the counters still matter then.
+        with contextlib.suppress(DatabaseUnavailable):
+            metrics.QUEUE_DEPTH.set(await store.queue_depth())
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def home(request: Request) -> HTMLResponse:

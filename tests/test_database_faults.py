@@ -165,6 +165,7 @@ def test_healthz_says_unhealthy_during_a_lock_and_healthy_after(
         with locked_by_another_process(honk.settings.sqlite_path):
             time.sleep(3.5)  # the worker, asking for work every second, waits on the lock
             during = httpx.get(f"{url}/healthz", timeout=30)
+            scraped = httpx.get(f"{url}/metrics", timeout=30)
         time.sleep(2)  # its next turn
         after = httpx.get(f"{url}/healthz", timeout=30)
     assert during.status_code == 503, during.text
@@ -172,6 +173,7 @@ def test_healthz_says_unhealthy_during_a_lock_and_healthy_after(
     assert "the worker has not asked for work" in reason
     assert "the database does not answer" in reason
     assert after.status_code == 200, after.text
+    assert scraped.status_code == 200  # the metrics of a troubled server still come
 
 
 def test_two_servers_ride_out_a_lock_and_the_second_resumes_the_run_the_first_hands_back(
