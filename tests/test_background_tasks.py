@@ -157,7 +157,7 @@ async def test_a_worker_loop_ended_by_an_error_is_started_again_and_healthz_says
     from honk_app.app import Live
     from honk_app.config import load_settings
     from honk_app.redact import Redactor
-    from tests.test_deadlines import private_key_pem
+    from tests.test_silent_calls import private_key_pem
 
     workers = CrashingOnce()
 
