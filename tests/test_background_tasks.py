@@ -45,8 +45,8 @@ class Failing:
         return await self.storage.call(op)
 
 
-def trigger(kind: str = "task") -> Trigger:
-    return Trigger(kind=kind, repo=REPO, number=7, installation_id=1,  # type: ignore[arg-type]
+def trigger() -> Trigger:
+    return Trigger(kind="task", repo=REPO, number=7, installation_id=1,  # type: ignore[arg-type]
                    sender="mona", instruction="")
 
 
@@ -123,7 +123,8 @@ async def test_the_heartbeat_outlives_failed_calls_and_stop_still_reaches_the_ru
         async with asyncio.timeout(10):
             while not await renewed():
                 await asyncio.sleep(0.02)
-        await backend.store.record_delivery("d-2", "issue_comment", "created", trigger("stop"))
+        # A `/honk stop` the run's worker accepted: the heartbeat is what carries it.
+        await backend.store.update(accepted.run_id, cancel_requested=1)
         await asyncio.wait_for(cancelled.wait(), timeout=10)
         assert not worker.done()
     finally:
