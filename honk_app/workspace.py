@@ -29,7 +29,14 @@ from typing import Literal, TypeVar
 
 import structlog
 
-from honk_app.agent.sandbox_user import SandboxUser, sandbox_user, seal_tree, share_dir, share_tree
+from honk_app.agent.sandbox_user import (
+    SandboxUser,
+    give_tree,
+    sandbox_user,
+    seal_tree,
+    share_dir,
+    share_tree,
+)
 from honk_app.git import Git, GitError, GitRemote, PushRejected
 from honk_app.links import link_escapes
 
@@ -572,6 +579,7 @@ class WorkspaceManager:
             )
             start_sha = tips.get(branch, tips[base_branch])
             await self._move(mirror, slot, repo, branch, start_sha)
+            await give_tree(slot.path, self._user)
         except BaseException:
             await self._release(mirror, slot)
             raise

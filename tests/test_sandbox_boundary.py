@@ -242,7 +242,8 @@ def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> N
                                   read_only_paths=(workspace.common_dir, workspace.git_dir))
                 result = await sandbox.run(
                     "echo 'total = 2' > src/sum.py && echo new > src/new.py && "
-                    "chmod +x src/new.py && git log --format=%s && git status --short")
+                    "chmod +x src/new.py src/sum.py && touch -d @0 src && "
+                    "git log --format=%s && git status --short")
                 sha = await workspace.commit("Two", author_name="h", author_email="h@h")
                 return result, sha
 
@@ -254,8 +255,9 @@ def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> N
     mirror = data / "mirrors" / "owner" / "repo.git"
     assert sha is not None
     assert git_out(mirror, "-c", "safe.directory=*", "show", f"{sha}:src/new.py") == "new\n"
-    assert git_out(mirror, "-c", "safe.directory=*", "ls-tree", sha, "src/new.py").startswith(
-        "100755")
+    for path in ("src/new.py", "src/sum.py"):  # a checked-out file may be chmod-ed too
+        assert git_out(mirror, "-c", "safe.directory=*", "ls-tree", sha, path).startswith(
+            "100755")
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     if ROOT:
         assert stat.S_IMODE((data / "worktrees").stat().st_mode) == SHARED_DIR_MODE

@@ -17,7 +17,10 @@ The workspace must stay writable by that uid while host git (as root) keeps work
 - Slots and mirrors live in directories of group HONK_SANDBOX_GID with the setgid bit
   (2770), so everything created below inherits the group; host git runs with umask 007
   (honk_app.git), so what it writes is group-writable; the editor gives what it writes
-  to the sandbox's uid. The data directory itself stays 0700: bwrap runs as root.
+  to the sandbox's uid, and `give_tree` gives it what host git checked out before the run
+  starts (a group-writable file can be edited but not chmod-ed or touched by another
+  uid, and `chmod +x script` is ordinary work). The data directory itself stays 0700:
+  bwrap runs as root.
 - git's `safe.directory` check does not apply: Honk's git always names GIT_DIR and
   GIT_WORK_TREE, and with an explicit GIT_DIR git 2.39 does not check ownership (measured,
   with the worktree and its git directory owned by nobody).
@@ -108,6 +111,24 @@ def share_tree(root: Path, user: SandboxUser) -> None:
             os.chmod(path, (mode | 0o2070) if stat.S_ISDIR(info.st_mode)
                      else mode | ((mode & 0o600) >> 3))
     share_dir(root, user)
+
+
+async def give_tree(root: Path, user: SandboxUser) -> None:
+    """Give the sandbox's uid every file and directory below root that it does not own yet
+    (what host git checked out), leaving `.git` and links alone. Only entries not yet its
+    own are touched, so a kept slot costs one walk and the few files the checkout wrote."""
+    if not user.separate:
+        return
+    process = await asyncio.create_subprocess_exec(
+        "find", str(root), "-xdev", "-mindepth", "1", "-path", str(root / ".git"), "-prune",
+        "-o", "!", "-type", "l", "!", "-user", str(user.uid),
+        "-exec", "chown", "--no-dereference", f"{user.uid}:{user.gid}", "{}", "+",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+    _, errors = await process.communicate()
+    if process.returncode != 0:
+        log.warning("workspace.give_failed", root=str(root),
+                    error=errors.decode(errors="replace")[-500:])
 
 
 async def seal_tree(root: Path) -> list[str]:
