@@ -294,7 +294,7 @@ async def _task(
     title, body = await _issue_as_asked(run, trigger, gh)
     repository = await gh.repository()
     bot = await services.github.bot_login()
-    wanted = run.branch or branch_name(run.number, title)
+    wanted = run.branch or branch_name(run.number, services.redactor(title))
     remote = GitRemote(repository.clone_url, await gh.token())
     await status.step("preparing the checkout")
     change: Change | None = None

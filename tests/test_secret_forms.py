@@ -54,3 +54,19 @@ def test_encoded_and_split_secrets_never_reach_github(tmp_path: Path) -> None:
         for where, text in texts.items():
             assert not leaked(text, secret), (where, text)
         assert "[redacted]" in pull["title"] and "[redacted]" in message
+
+
+def test_a_secret_in_the_issue_title_does_not_name_the_branch(tmp_path: Path) -> None:
+    """The branch is named after the issue's title: a secret Honk holds never shows in it."""
+    secret = SIM_ANTHROPIC_KEY
+    with sample_honk(tmp_path, [edit("return a - b", "return a + b")]) as honk:
+        sim = honk.github
+        number = sim.open_issue(REPO, title=f"Fix add {secret}", body=ISSUE_BODY,
+                                author=MAINTAINER)
+        sim.label_issue(REPO, number, "honk", sender=MAINTAINER)
+        run = honk.wait_until_idle(2)[-1]
+        assert run["outcome"] == "success", run
+        [pull] = sim.pulls(REPO)
+        branch = pull["head"]["ref"]
+        assert branch.startswith(f"honk/{number}-fix-add-"), branch
+        assert secret.lower() not in branch and "0000000000" not in branch, branch
