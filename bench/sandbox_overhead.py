@@ -31,9 +31,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from honk_app.agent.sandbox import Sandbox, SandboxLimits
-from honk_app.agent.sandbox_cgroups import CgroupLimits, Cgroups, command_cgroups
-from honk_app.agent.sandbox_user import sandbox_user
+from honk_app.sandbox.bubblewrap import Sandbox, SandboxLimits
+from honk_app.sandbox.cgroups import CgroupLimits, Cgroups, command_cgroups
+from honk_app.sandbox.user import sandbox_user
 
 TARGET_OVERHEAD_MS = 20.0
 Runner = Callable[[str], Awaitable[object]]

@@ -38,11 +38,11 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from honk_app.sim.claude import ScriptedClaude
-from honk_app.sim.github import GitHubSim
-from honk_app.sim.harness import SIM_ANTHROPIC_KEY
-from honk_app.sim.loopback import free_port
-from honk_app.webhooks import sign
+from honk_app.web.webhooks import sign
+from honk_sim.claude import ScriptedClaude
+from honk_sim.github import GitHubSim
+from honk_sim.harness import SIM_ANTHROPIC_KEY
+from honk_sim.loopback import free_port
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 HONK = shutil.which("honk") or str(Path(sys.executable).with_name("honk"))

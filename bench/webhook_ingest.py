@@ -156,7 +156,7 @@ def main() -> int:
         print("bench needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
     sys.path.insert(0, str(HERE.parent))
-    from honk_app.sim.loopback import free_port
+    from honk_sim.loopback import free_port
 
     body = payload()
     results: dict[str, dict[str, float]] = {}

@@ -77,7 +77,7 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=15.0)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    from honk_app.sim.loopback import free_port
+    from honk_sim.loopback import free_port
 
     with tempfile.TemporaryDirectory(prefix="honk-memory-") as tmp:
         port = free_port()

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import structlog
 
-from honk_app.git import GitRemote
-from honk_app.sim.git_server import GitHttpServer
-from honk_app.sim.loopback import free_port
-from honk_app.workspace import WorkspaceManager
+from honk_app.workspace.checkout import WorkspaceManager
+from honk_app.workspace.git import GitRemote
+from honk_sim.git_server import GitHttpServer
+from honk_sim.loopback import free_port
 
 TARGET_RATIO = 0.1
 TOKEN = "ghs_bench_token"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import structlog
 
-from honk_app.config import Settings, SettingsError, load_settings
 from honk_app.logs import configure_logging
 from honk_app.redact import Redactor
+from honk_app.settings import Settings, SettingsError, load_settings
 
 log = structlog.get_logger()
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--faults",
         type=Path,
         help='a JSON file of fault rules, {"github": [...], "claude": [...]} '
-        "(see honk_app/sim/faults.py), to watch Honk ride them out",
+        "(see honk_sim/faults.py), to watch Honk ride them out",
     )
     sandbox = commands.add_parser("sandbox", help="run one command as the agent's bash tool would")
     sandbox.add_argument("--workspace", required=True, type=Path)
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "worker", "demo"):
         os.umask(0o077)  # the database, transcripts and keys: readable by Honk alone
     if args.command == "demo":
-        from honk_app.demo import run_demo
+        from honk_sim.demo import run_demo
 
         return run_demo(json_line=args.json, live_model=args.live_model, keep=args.keep,
                         faults_file=args.faults)
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _private_data_dir(data_dir: Path) -> None:
     """The data directory 0700 and what is in it Honk's alone (0600 files, 0700 directories),
     including what an older Honk made with a laxer umask. Slots and mirrors are the
-    exception: they belong to the sandbox's group (see honk_app/agent/sandbox_user.py)."""
+    exception: they belong to the sandbox's group (see honk_app/sandbox/user.py)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     for entry in data_dir.iterdir():
@@ -115,15 +115,15 @@ def _report_sandbox(settings: Settings) -> None:
     """One log line at start: which sandbox limits this host cannot enforce."""
     if settings.unsafe_no_sandbox:
         return
-    from honk_app.agent.sandbox import report_enforcement
-    from honk_app.agent.sandbox_user import sandbox_user
+    from honk_app.sandbox.bubblewrap import report_enforcement
+    from honk_app.sandbox.user import sandbox_user
 
     report_enforcement(sandbox_user(settings.sandbox_uid, settings.sandbox_gid))
 
 
 def _environment() -> dict[str, str]:
     """The process environment over `.env` (written by the setup page) in the working dir."""
-    from honk_app.onboarding import read_dotenv
+    from honk_app.web.setup import read_dotenv
 
     return {**read_dotenv(Path(".env")), **os.environ}
 
@@ -131,7 +131,7 @@ def _environment() -> dict[str, str]:
 def _serve(settings: Settings, redactor: Redactor, *, with_worker: bool) -> int:
     import uvicorn
 
-    from honk_app.app import create_app
+    from honk_app.web.app import create_app
 
     uvicorn.run(
         create_app(
@@ -152,8 +152,8 @@ def _serve(settings: Settings, redactor: Redactor, *, with_worker: bool) -> int:
 async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
     import json
 
-    from honk_app.db import DatabaseUnavailable
-    from honk_app.runs_report import newest_runs, run_record, table
+    from honk_app.store.db import DatabaseUnavailable
+    from honk_app.web.views import newest_runs, run_record, table
 
     try:
         runs = await newest_runs(settings, limit=limit)
@@ -171,9 +171,9 @@ async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
 
 
 async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: float | None) -> int:
-    from honk_app.app import build_services
-    from honk_app.backend import open_backend
-    from honk_app.worker import execute, keep_statuses_true
+    from honk_app.run.pipeline import execute, keep_statuses_true
+    from honk_app.web.app import build_services
+    from honk_app.workers.backend import open_backend
 
     if not settings.has_app_credentials:
         print("honk worker: APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are needed", file=sys.stderr)
@@ -203,8 +203,8 @@ async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: floa
 
 
 async def _migrate(settings: Settings) -> int:
-    from honk_app.backend import open_backend
-    from honk_app.db import DatabaseUnavailable
+    from honk_app.store.db import DatabaseUnavailable
+    from honk_app.workers.backend import open_backend
 
     backend = open_backend(settings)
     try:
@@ -222,8 +222,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _sandbox(settings: Settings, workspace: Path, argv: list[str], *, network: bool) -> int:
-    from honk_app.agent.sandbox import SandboxUnavailable
-    from honk_app.change import agent_sandbox
+    from honk_app.run.change import agent_sandbox
+    from honk_app.sandbox.bubblewrap import SandboxUnavailable
 
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from honk_app.config import Settings, load_settings
-from honk_app.sim.loopback import LoopbackServer
-from honk_app.webhooks import sign
+from honk_app.settings import Settings, load_settings
+from honk_app.web.webhooks import sign
+from honk_sim.loopback import LoopbackServer
 
 SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
 SECRET = "test-webhook-secret-0123456789"
@@ -68,7 +68,7 @@ def webhook_only_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def honk_server(webhook_only_settings: Settings) -> Iterator[LoopbackServer]:
-    from honk_app.app import create_app
+    from honk_app.web.app import create_app
 
     with LoopbackServer(create_app(webhook_only_settings), name="honk") as server:
         yield server
@@ -83,8 +83,8 @@ def client(honk_server: LoopbackServer) -> Iterator[httpx.Client]:
 @contextlib.contextmanager
 def sample_honk(root: Path, script: Any, env: dict[str, str] | None = None) -> Iterator[Any]:
     """Honk against the simulators, with the demo's sample repository installed."""
-    from honk_app.demo import MAINTAINER, REPO, SAMPLE_FILES
-    from honk_app.sim.harness import offline_honk
+    from honk_sim.demo import MAINTAINER, REPO, SAMPLE_FILES
+    from honk_sim.harness import offline_honk
 
     with offline_honk(root, script=script, env=env) as honk:
         sim = honk.github
@@ -149,7 +149,7 @@ def sandbox_owned(path: Path) -> Path:
     its group: run as root, Honk runs commands as 65534, which must be able to write it."""
     import os
 
-    from honk_app.agent.sandbox_user import sandbox_user
+    from honk_app.sandbox.user import sandbox_user
 
     user = sandbox_user()
     if user.separate:

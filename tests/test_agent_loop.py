@@ -28,10 +28,10 @@ from honk_app.agent.loop import (
     Usage,
 )
 from honk_app.agent.pricing import UNKNOWN_MODEL_PRICE, cost_usd, price_for
-from honk_app.agent.sandbox import Sandbox, SandboxUnavailable, check_available
-from honk_app.agent.tools import AgentTools
 from honk_app.agent.types import ToolOutput
-from honk_app.sim.claude import SCRIPTS_DIR, ScriptedClaude, iter_tool_results, long_run_script
+from honk_app.sandbox.bubblewrap import Sandbox, SandboxUnavailable, check_available
+from honk_app.sandbox.tools import AgentTools
+from honk_sim.claude import SCRIPTS_DIR, ScriptedClaude, iter_tool_results, long_run_script
 from tests.conftest import sandbox_owned
 
 MODEL = "claude-sonnet-5-5"
@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class WorkspaceTools:
     """A ToolRunner over a plain directory: bash in a real subprocess, the editor on its files.
 
-    Not a sandbox (tests only): it stands for honk_app.agent.tools behind the same seam.
+    Not a sandbox (tests only): it stands for honk_app.sandbox.tools behind the same seam.
     """
 
     def __init__(self, root: Path) -> None:

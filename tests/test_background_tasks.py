@@ -15,11 +15,11 @@ from typing import TypeVar
 import pytest
 from prometheus_client import REGISTRY
 
-from honk_app.backend import SQLiteBackend
-from honk_app.db import Operation, Storage
-from honk_app.queue import WorkerPool
-from honk_app.runs import Run, RunState, RunStore
-from honk_app.triggers import Trigger
+from honk_app.store.db import Operation, Storage
+from honk_app.store.runs import Run, RunState, RunStore
+from honk_app.web.triggers import Trigger
+from honk_app.workers.backend import SQLiteBackend
+from honk_app.workers.pool import WorkerPool
 
 pytestmark = pytest.mark.anyio  # on asyncio: conftest's anyio_backend
 
@@ -155,9 +155,9 @@ class CrashingOnce:
 async def test_a_worker_loop_ended_by_an_error_is_started_again_and_healthz_says_so_meanwhile(
     tmp_path: Path,
 ) -> None:
-    from honk_app.app import Live
-    from honk_app.config import load_settings
     from honk_app.redact import Redactor
+    from honk_app.settings import load_settings
+    from honk_app.web.app import Live
     from tests.test_silent_calls import private_key_pem
 
     workers = CrashingOnce()

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from honk_app.config import (
+from honk_app.settings import (
     RepoConfigError,
     SettingsError,
     effective_limits,
@@ -170,7 +170,7 @@ def test_a_model_outside_the_operators_list_is_refused_with_the_list() -> None:
 
 def test_the_default_models_are_ones_honk_knows_the_price_of() -> None:
     from honk_app.agent.pricing import PRICES
-    from honk_app.config import CURRENT_MODELS, DEFAULT_MODEL
+    from honk_app.settings import CURRENT_MODELS, DEFAULT_MODEL
 
     assert all(model in PRICES for model in (DEFAULT_MODEL, *CURRENT_MODELS))
 

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from honk_app import db as honk_db
-from honk_app.config import load_settings
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.sim.loopback import LoopbackServer
-from honk_app.status import MARKER
+from honk_app.store import db as honk_db
+from honk_app.run.status import MARKER
+from honk_app.settings import load_settings
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.loopback import LoopbackServer
 from tests.conftest import SECRET, app_payload, sample_honk, signed_headers
 
 T = TypeVar("T")
@@ -136,7 +136,7 @@ def test_a_delivery_during_a_lock_is_refused_in_time_and_taken_when_redelivered(
 
 
 def test_healthz_says_unhealthy_while_runs_wait_and_no_worker_takes_them(tmp_path: Path) -> None:
-    from honk_app.app import create_app
+    from honk_app.web.app import create_app
 
     # A web process without a worker (no App key here), as when `honk worker` is down.
     settings = load_settings({"HONK_DATA_DIR": str(tmp_path / "data"), "WEBHOOK_SECRET": SECRET,
@@ -155,7 +155,7 @@ def test_healthz_says_unhealthy_while_runs_wait_and_no_worker_takes_them(tmp_pat
 def test_healthz_says_unhealthy_during_a_lock_and_healthy_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from honk_app.sim.harness import offline_honk
+    from honk_sim.harness import offline_honk
 
     monkeypatch.setattr(honk_db, "BUSY_TIMEOUT_MS", 300)
     with offline_honk(tmp_path, script=[], env={"HONK_QUEUE_STALL_SECONDS": "1"}) as honk:
@@ -179,8 +179,8 @@ def test_healthz_says_unhealthy_during_a_lock_and_healthy_after(
 def test_two_servers_ride_out_a_lock_and_the_second_resumes_the_run_the_first_hands_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from honk_app.app import create_app
-    from honk_app.sim.claude import load_script
+    from honk_app.web.app import create_app
+    from honk_sim.claude import load_script
 
     monkeypatch.setattr(honk_db, "BUSY_TIMEOUT_MS", 300)
     fix = load_script(demo_script())

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.sim.claude import load_script
-from honk_app.sim.harness import OfflineHonk
-from honk_app.status import MARKER
+from honk_app.run.status import MARKER
+from honk_sim.claude import load_script
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.harness import OfflineHonk
 from tests.conftest import edit, report, sample_honk
 
 FIX = load_script(demo_script())

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.sim.harness import OfflineHonk
-from honk_app.status import MARKER
+from honk_app.run.status import MARKER
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.harness import OfflineHonk
 from tests.conftest import git_out, sample_honk
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.agent.sandbox import TIMEOUT_EXIT_CODE, CommandResult, Sandbox, SandboxLimits
-from honk_app.agent.tools import AgentTools
+from honk_app.sandbox.bubblewrap import TIMEOUT_EXIT_CODE, CommandResult, Sandbox, SandboxLimits
+from honk_app.sandbox.tools import AgentTools
 from tests.conftest import sandbox_owned
 
 LIMITS = SandboxLimits(timeout_seconds=20)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.git import GitError, GitRemote
-from honk_app.workspace import Workspace, WorkspaceManager
+from honk_app.workspace.checkout import Workspace, WorkspaceManager
+from honk_app.workspace.git import GitError, GitRemote
 from tests.conftest import git, git_env
 
 pytestmark = pytest.mark.anyio

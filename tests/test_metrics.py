@@ -16,10 +16,10 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
-from honk_app.config import DEFAULT_MODEL
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.sim.harness import OfflineHonk, offline_honk
-from honk_app.worker import LABEL_COLOR, LABEL_DESCRIPTION
+from honk_app.run.pipeline import LABEL_COLOR, LABEL_DESCRIPTION
+from honk_app.settings import DEFAULT_MODEL
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.harness import OfflineHonk, offline_honk
 from tests.conftest import sample_honk
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, SAMPLE_FILES, demo_script
-from honk_app.sim.harness import offline_honk
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, SAMPLE_FILES, demo_script
+from honk_sim.harness import offline_honk
 from tests.conftest import git_out
 
 HEADED = "octo/headed"

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from honk_app.app import create_app
-from honk_app.config import load_settings
-from honk_app.onboarding import (
+from honk_app.settings import load_settings
+from honk_app.web.app import create_app
+from honk_app.web.setup import (
     build_manifest,
     github_web_url,
     load_manifest_template,
@@ -27,9 +27,9 @@ from honk_app.onboarding import (
     registration_url,
     write_dotenv,
 )
-from honk_app.sim.github import GitHubSim
-from honk_app.sim.github_auth import new_rsa_key_pair
-from honk_app.sim.loopback import LoopbackServer, free_port
+from honk_sim.github import GitHubSim
+from honk_sim.github_auth import new_rsa_key_pair
+from honk_sim.loopback import LoopbackServer, free_port
 
 
 def test_github_web_url_from_the_api_url() -> None:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO
-from honk_app.sim.github import GitHubSim
-from honk_app.status import MARKER
+from honk_app.run.status import MARKER
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO
+from honk_sim.github import GitHubSim
 from tests.conftest import edit, report, sample_honk
 
 OUTSIDER = "drive-by"

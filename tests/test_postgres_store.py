@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.backend import Backend, PostgresBackend, SQLiteBackend
-from honk_app.db import DatabaseUnavailable
-from honk_app.runs import MAX_ATTEMPTS, RETENTION_SECONDS, RunState
-from honk_app.sim.loopback import free_port
-from honk_app.triggers import Trigger
+from honk_app.store.db import DatabaseUnavailable
+from honk_app.store.runs import MAX_ATTEMPTS, RETENTION_SECONDS, RunState
+from honk_app.web.triggers import Trigger
+from honk_app.workers.backend import Backend, PostgresBackend, SQLiteBackend
+from honk_sim.loopback import free_port
 from tests.postgres import fresh_schema, rows
 
 REPO = "octo/calculator"
@@ -254,7 +254,7 @@ async def test_a_database_of_the_previous_version_is_brought_up_to_date(
     dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database made before event keys existed keeps its deliveries and gains the key."""
-    from honk_app import runs
+    from honk_app.store import runs
 
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[Backend]:
@@ -302,7 +302,7 @@ async def test_a_table_locked_by_another_process_answers_unavailable_in_time_the
     import subprocess
     import sys
 
-    from honk_app.db import REQUEST_DEADLINE_SECONDS
+    from honk_app.store.db import REQUEST_DEADLINE_SECONDS
 
     backend = PostgresBackend(postgres_url)
     await backend.start(wait=False)

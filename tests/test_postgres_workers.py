@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
-from honk_app.sim.claude import ScriptedClaude, load_script
-from honk_app.sim.github import GitHubSim
-from honk_app.sim.harness import SIM_ANTHROPIC_KEY
-from honk_app.sim.loopback import free_port
-from honk_app.status import MARKER
-from honk_app.webhooks import sign
+from honk_app.run.status import MARKER
+from honk_app.web.webhooks import sign
+from honk_sim.claude import ScriptedClaude, load_script
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
+from honk_sim.github import GitHubSim
+from honk_sim.harness import SIM_ANTHROPIC_KEY
+from honk_sim.loopback import free_port
 from tests.conftest import edit, git_out, report
 from tests.postgres import fresh_schema, rows, server_down
 

@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
-from honk_app.sim.claude import ScriptedClaude, load_script
-from honk_app.sim.github import GitHubSim
-from honk_app.sim.harness import SIM_ANTHROPIC_KEY
-from honk_app.sim.loopback import free_port
-from honk_app.status import MARKER
+from honk_app.run.status import MARKER
+from honk_sim.claude import ScriptedClaude, load_script
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
+from honk_sim.github import GitHubSim
+from honk_sim.harness import SIM_ANTHROPIC_KEY
+from honk_sim.loopback import free_port
 from tests.conftest import git_out
 
 HONK = shutil.which("honk") or str(Path(sys.executable).with_name("honk"))

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from honk_app.db import SQLiteDatabase
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
-from honk_app.runs import RunStore
-from honk_app.sim.claude import load_script
-from honk_app.sim.harness import OfflineHonk, offline_honk
-from honk_app.status import MARKER
-from honk_app.worker import branch_name
+from honk_app.run.pipeline import branch_name
+from honk_app.run.status import MARKER
+from honk_app.store.db import SQLiteDatabase
+from honk_app.store.runs import RunStore
+from honk_sim.claude import load_script
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES, demo_script
+from honk_sim.harness import OfflineHonk, offline_honk
 from tests.conftest import edit, git_out, report
 
 FIX = load_script(demo_script())
@@ -163,7 +163,7 @@ def test_a_review_reply_made_but_its_answer_lost_is_not_posted_twice(tmp_path: P
 
 
 def test_a_422_says_githubs_own_reason(tmp_path: Path) -> None:
-    from honk_app.github import GitHubApp, GitHubError
+    from honk_app.github.client import GitHubApp, GitHubError
     from honk_app.redact import Redactor
 
     with faulty_honk(tmp_path) as honk:

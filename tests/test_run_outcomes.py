@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.sim.claude import load_script
-from honk_app.sim.harness import SIM_ANTHROPIC_KEY, OfflineHonk
-from honk_app.status import MARKER
+from honk_app.run.status import MARKER
+from honk_sim.claude import load_script
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.harness import SIM_ANTHROPIC_KEY, OfflineHonk
 from tests.conftest import edit, git_out, report, sample_honk
 
 FIX = load_script(demo_script())

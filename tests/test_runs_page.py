@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from honk_app import charts
-from honk_app.config import load_settings
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.runs import Run
-from honk_app.signin import SESSION_COOKIE, SessionCodec, session_secret
-from honk_app.sim.harness import OfflineHonk
+from honk_app.settings import load_settings
+from honk_app.store.runs import Run
+from honk_app.web import charts
+from honk_app.web.signin import SESSION_COOKIE, SessionCodec, session_secret
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.harness import OfflineHonk
 from tests.conftest import sample_honk
 
 OTHER = "umbrella/secret-plans"
@@ -231,8 +231,8 @@ def test_session_key_is_the_webhook_secret_or_a_private_generated_one(tmp_path: 
 
 
 def test_sign_in_happens_at_the_public_url_on_github_enterprise(tmp_path: Path) -> None:
-    from honk_app.app import create_app
-    from honk_app.sim.loopback import LoopbackServer
+    from honk_app.web.app import create_app
+    from honk_sim.loopback import LoopbackServer
 
     settings = load_settings({
         "HONK_DATA_DIR": str(tmp_path), "WEBHOOK_SECRET": "whsec-0123456789",

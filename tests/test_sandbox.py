@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.agent.sandbox import (
+from honk_app.sandbox.bubblewrap import (
     MAX_COMMAND_BYTES,
     TIMEOUT_EXIT_CODE,
     CommandResult,
@@ -234,7 +234,7 @@ def test_run_argv_returns_the_status(workspace: Path) -> None:
 def test_run_argv_can_hand_over_the_terminal(workspace: Path) -> None:
     # As `honk sandbox -- CMD` does: the command reads our stdin and writes our stdout.
     script = ("import asyncio, sys\nfrom pathlib import Path\n"
-              "from honk_app.agent.sandbox import Sandbox\n"
+              "from honk_app.sandbox.bubblewrap import Sandbox\n"
               "sandbox = Sandbox(Path(sys.argv[1]))\n"
               "sys.exit(asyncio.run(sandbox.run_argv(['sh', '-c', 'echo in $PWD; cat; exit 5'],"
               " inherit_stdio=True)))\n")

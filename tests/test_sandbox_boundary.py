@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.agent.sandbox import STOPPED_EXIT_CODE, CommandResult, Sandbox, SandboxLimits
-from honk_app.agent.sandbox_cgroups import missing_controllers
-from honk_app.agent.sandbox_user import seal_tree
+from honk_app.sandbox.bubblewrap import STOPPED_EXIT_CODE, CommandResult, Sandbox, SandboxLimits
+from honk_app.sandbox.cgroups import missing_controllers
+from honk_app.sandbox.user import seal_tree
 from tests.conftest import git_out, sandbox_owned
 
 LIMITS = SandboxLimits(timeout_seconds=30)
@@ -166,7 +166,7 @@ def test_busy_loops_cannot_take_more_than_the_cpu_quota(workspace: Path) -> None
 
 def _cpu_throttled() -> int:
     """Periods in which this process's command cgroups were held back by their CPU quota."""
-    from honk_app.agent.sandbox_cgroups import command_cgroups
+    from honk_app.sandbox.cgroups import command_cgroups
 
     cgroups = command_cgroups()
     assert cgroups is not None
@@ -224,8 +224,8 @@ def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> N
     """A real slot made by WorkspaceManager under Honk's umask 077: the sandbox's uid edits
     checked-out files, creates files in checked-out directories and reads git history; the
     host commits; the data directory stays closed to everyone else."""
-    from honk_app.agent.sandbox_user import SHARED_DIR_MODE
-    from honk_app.workspace import WorkspaceManager
+    from honk_app.sandbox.user import SHARED_DIR_MODE
+    from honk_app.workspace.checkout import WorkspaceManager
     from tests.test_workspace import Upstream, remote_of
 
     upstream = Upstream(tmp_path / "upstream")
@@ -265,8 +265,8 @@ def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> N
 
 @pytest.mark.skipif(not ROOT, reason="slots belong to the sandbox's group only when Honk is root")
 def test_slots_made_before_the_sandbox_had_its_uid_are_given_to_its_group(tmp_path: Path) -> None:
-    from honk_app.agent.sandbox_user import sandbox_user
-    from honk_app.workspace import WorkspaceManager
+    from honk_app.sandbox.user import sandbox_user
+    from honk_app.workspace.checkout import WorkspaceManager
 
     slot = tmp_path / "data" / "worktrees" / "owner" / "repo" / "slot-0"
     (slot / "src").mkdir(parents=True)

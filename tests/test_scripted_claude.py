@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 
-from honk_app.sim.claude import (
+from honk_sim.claude import (
     SCRIPTS_DIR,
     PromptCache,
     ScriptedClaude,

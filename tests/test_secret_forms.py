@@ -11,8 +11,8 @@ import base64
 import textwrap
 from pathlib import Path
 
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO
-from honk_app.sim.harness import SIM_ANTHROPIC_KEY
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO
+from honk_sim.harness import SIM_ANTHROPIC_KEY
 from tests.conftest import edit, git_out, sample_honk
 
 

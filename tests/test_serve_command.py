@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from honk_app.onboarding import AppCredentials, write_dotenv
-from honk_app.sim.github_auth import new_rsa_key_pair
-from honk_app.sim.loopback import free_port
+from honk_app.web.setup import AppCredentials, write_dotenv
+from honk_sim.github_auth import new_rsa_key_pair
+from honk_sim.loopback import free_port
 
 HONK = Path(sys.executable).with_name("honk")
 

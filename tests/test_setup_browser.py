@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from honk_app.app import create_app
-from honk_app.config import load_settings
-from honk_app.onboarding import read_dotenv
-from honk_app.sim.github import GitHubSim
-from honk_app.sim.loopback import LoopbackServer, free_port
-from honk_app.worker import LABEL_COLOR, LABEL_DESCRIPTION
+from honk_app.run.pipeline import LABEL_COLOR, LABEL_DESCRIPTION
+from honk_app.settings import load_settings
+from honk_app.web.app import create_app
+from honk_app.web.setup import read_dotenv
+from honk_sim.github import GitHubSim
+from honk_sim.loopback import LoopbackServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these, Chromium stalls on background connections this offline machine cannot make.

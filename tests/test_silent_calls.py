@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from honk_app.config import load_settings
-from honk_app.git import GitRemote, GitTimeout
-from honk_app.github import GitHubApp, GitHubError
+from honk_app.github.client import GitHubApp, GitHubError
 from honk_app.redact import Redactor
-from honk_app.sim.loopback import LoopbackServer
-from honk_app.workspace import WorkspaceManager
+from honk_app.settings import load_settings
+from honk_app.workspace.checkout import WorkspaceManager
+from honk_app.workspace.git import GitRemote, GitTimeout
+from honk_sim.loopback import LoopbackServer
 from tests.test_workspace import Upstream, remote_of
 
 pytestmark = pytest.mark.anyio
@@ -199,7 +199,7 @@ def _handed_back_after_the_first_attempt(honk: Any) -> dict[str, Any]:
 
 def _sample(honk: Any, proxy: HoldingProxy) -> int:
     """The demo's repository and a labelled issue, through the proxy; the issue's number."""
-    from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES
+    from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, SAMPLE_FILES
 
     sim = honk.github
     proxy.upstream = sim.web_url
@@ -213,10 +213,10 @@ def _sample(honk: Any, proxy: HoldingProxy) -> int:
 
 
 def test_a_github_call_that_never_answers_hands_the_run_back_saying_so(tmp_path: Path) -> None:
-    from honk_app.demo import REPO, demo_script
-    from honk_app.sim.github import API_PREFIX
-    from honk_app.sim.harness import offline_honk
-    from honk_app.status import MARKER
+    from honk_app.run.status import MARKER
+    from honk_sim.demo import REPO, demo_script
+    from honk_sim.github import API_PREFIX
+    from honk_sim.harness import offline_honk
 
     def opening_the_pull_request(request: Request) -> bool:
         return request.method == "POST" and request.url.path.endswith(f"/{REPO}/pulls")
@@ -236,10 +236,10 @@ def test_a_github_call_that_never_answers_hands_the_run_back_saying_so(tmp_path:
 
 
 def test_a_git_push_that_never_answers_hands_the_run_back_saying_so(tmp_path: Path) -> None:
-    from honk_app.demo import REPO, demo_script
-    from honk_app.sim.github import API_PREFIX
-    from honk_app.sim.harness import offline_honk
-    from honk_app.status import MARKER
+    from honk_app.run.status import MARKER
+    from honk_sim.demo import REPO, demo_script
+    from honk_sim.github import API_PREFIX
+    from honk_sim.harness import offline_honk
 
     def pushing(request: Request) -> bool:
         return request.url.path.endswith("/git-receive-pack")

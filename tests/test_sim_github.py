@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from honk_app.sim.github import GitHubSim, SimApp
-from honk_app.sim.github_auth import new_rsa_key_pair
+from honk_sim.github import GitHubSim, SimApp
+from honk_sim.github_auth import new_rsa_key_pair
 
 with __import__("warnings").catch_warnings():
     __import__("warnings").simplefilter("ignore", DeprecationWarning)

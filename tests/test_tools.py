@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from honk_app.agent.sandbox import Sandbox, SandboxLimits
-from honk_app.agent.tools import AgentTools
 from honk_app.agent.types import ToolOutput
+from honk_app.sandbox.bubblewrap import Sandbox, SandboxLimits
+from honk_app.sandbox.tools import AgentTools
 from tests.conftest import sandbox_owned
 
 

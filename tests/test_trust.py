@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from honk_app.config import DEFAULT_MODEL
-from honk_app.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
-from honk_app.sim.claude import load_script
-from honk_app.sim.harness import OfflineHonk
-from honk_app.status import MARKER
+from honk_app.run.status import MARKER
+from honk_app.settings import DEFAULT_MODEL
+from honk_sim.claude import load_script
+from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
+from honk_sim.harness import OfflineHonk
 from tests.conftest import edit, git_out, report, sample_honk
 from tests.test_escapes import LoopbackListener
 
@@ -194,8 +194,8 @@ def test_an_old_trigger_without_the_issue_text_reads_it_from_github() -> None:
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from honk_app import worker
-    from honk_app.triggers import Trigger
+    from honk_app.run import pipeline as worker
+    from honk_app.web.triggers import Trigger
 
     fetched: list[int] = []
 

@@ -19,11 +19,11 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from honk_app.config import Settings
-from honk_app.db import SQLiteDatabase
-from honk_app.runs import RunStore
-from honk_app.sim.loopback import LoopbackServer
-from honk_app.webhooks import BodyGate, WebhookReceiver, sign
+from honk_app.settings import Settings
+from honk_app.store.db import SQLiteDatabase
+from honk_app.store.runs import RunStore
+from honk_app.web.webhooks import BodyGate, WebhookReceiver, sign
+from honk_sim.loopback import LoopbackServer
 from tests.conftest import SECRET, app_payload, signed_headers
 from tests.test_webhooks import HOOK, labeled, stored
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from honk_app.config import Settings
+from honk_app.settings import Settings
 from tests.conftest import SECRET, all_fixture_paths, app_payload, signed_headers
 
 HOOK = "/api/github/webhooks"
@@ -138,9 +138,9 @@ def test_stop_comment_is_recorded_and_cancels_nothing_on_the_request_path(
 
 @pytest.fixture(scope="module")
 def shared_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    from honk_app.app import create_app
-    from honk_app.config import load_settings
-    from honk_app.sim.loopback import LoopbackServer
+    from honk_app.settings import load_settings
+    from honk_app.web.app import create_app
+    from honk_sim.loopback import LoopbackServer
 
     settings = load_settings({"HONK_DATA_DIR": str(tmp_path_factory.mktemp("shared")),
                               "WEBHOOK_SECRET": SECRET})
@@ -158,9 +158,9 @@ def test_every_real_payload_shape_is_accepted(shared_client: httpx.Client, path:
 
 
 def test_server_without_a_secret_refuses_with_503(tmp_path: Path) -> None:
-    from honk_app.app import create_app
-    from honk_app.config import load_settings
-    from honk_app.sim.loopback import LoopbackServer
+    from honk_app.settings import load_settings
+    from honk_app.web.app import create_app
+    from honk_sim.loopback import LoopbackServer
 
     settings = load_settings({"HONK_DATA_DIR": str(tmp_path)})
     with LoopbackServer(create_app(settings)) as server:

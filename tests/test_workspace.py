@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from honk_app.git import GitError, GitRemote, PushRejected
-from honk_app.links import link_escapes
-from honk_app.sim.git_server import GitHttpServer
-from honk_app.workspace import BranchInUse, NotAFile, Workspace, WorkspaceManager
+from honk_app.sandbox.links import link_escapes
+from honk_app.workspace.checkout import BranchInUse, NotAFile, Workspace, WorkspaceManager
+from honk_app.workspace.git import GitError, GitRemote, PushRejected
+from honk_sim.git_server import GitHttpServer
 from tests.conftest import git, git_env
 
 pytestmark = pytest.mark.anyio
@@ -698,7 +698,7 @@ def test_no_link_is_left_leading_out_whatever_the_trees() -> None:
     already had that very link leading out."""
     import random
 
-    from honk_app.workspace import _links_to_leave_out
+    from honk_app.workspace.checkout import _links_to_leave_out
 
     paths = ["a", "b", "c", "d/x", "d/y"]
     targets = [".", "..", "d", "d/..", "d/../..", "a/..", "b/x", "/etc/passwd", ".git",

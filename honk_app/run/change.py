@@ -1,0 +1,422 @@
+"""Making the change in a workspace: repository config, setup, the agent, checks, commit.
+
+Checks are the repository's own commands from `.github/honk.yml`; their failures go back
+to the agent for a bounded number of rounds. A change whose checks stay red is not
+"ready": the caller opens it as a draft.
+
+What steers the run (`.github/honk.yml`, its setup commands, AGENTS.md / CLAUDE.md) is
+read from the base commit's git objects, never from the working tree: the run's own
+branch holds what an earlier agent wrote, and the tree may hold links to host files.
+
+One deadline covers setup, the agent, the checks and their rounds (`timeout_minutes`,
+under the operator's cap). Each command's timeout is its own cap or the time left,
+whichever is less. Past the deadline nothing new starts: setup cut short fails the run;
+the agent or checks cut short leave the work so far to be committed, as a draft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from honk_app import metrics
+from honk_app.agent.loop import Agent, AgentAPIError, AgentResult, Budget, TurnUsage, Usage
+from honk_app.agent.prompts import checks_failed_prompt, system_prompt, task_prompt
+from honk_app.github.client import bot_email
+from honk_app.run.status import CheckResult
+from honk_app.sandbox.bubblewrap import (
+    TIMEOUT_EXIT_CODE,
+    Sandbox,
+    SandboxLimits,
+    SandboxUnavailable,
+    check_available,
+)
+from honk_app.sandbox.tools import AgentTools
+from honk_app.sandbox.user import sandbox_user
+from honk_app.settings import (
+    REPO_CONFIG_PATH,
+    EffectiveLimits,
+    RepoConfig,
+    RepoConfigError,
+    Settings,
+    effective_limits,
+    parse_repo_config,
+)
+from honk_app.web.triggers import BRANCH_PREFIX
+from honk_app.workspace.checkout import NotAFile, Workspace
+
+if TYPE_CHECKING:
+    from honk_app.run.pipeline import Services, StatusUpdater
+    from honk_app.store.runs import Run
+    from honk_app.web.triggers import Trigger
+
+log = structlog.get_logger()
+
+INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
+STEERING_FILES = (REPO_CONFIG_PATH, *INSTRUCTION_FILES)
+MAX_INSTRUCTION_CHARS = 20_000
+MAX_CONFIG_BYTES = 64 * 1024
+SETUP_TIMEOUT_SECONDS = 15 * 60.0
+CHECK_TIMEOUT_SECONDS = 5 * 60.0
+AGENT_WORK = "the agent's work"
+# Byte-code caches written by running the tests are not part of anyone's change.
+AGENT_ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "CI": "true"}
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message is one sentence for the status comment."""
+
+    def __init__(self, outcome: str, sentence: str) -> None:
+        super().__init__(sentence)
+        self.outcome = outcome
+
+
+@dataclass
+class Change:
+    title: str
+    summary: str
+    commit_message: str
+    checks: list[CheckResult]
+    ready: bool
+    notes: list[str] = field(default_factory=list)
+    replies: dict[int, str] = field(default_factory=dict)
+    sha: str | None = None
+    # Set when the run's deadline cut the work short: what ran out, for the headline.
+    out_of_time: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Change:
+        checks = [CheckResult(**check) for check in data.pop("checks")]
+        replies = {int(key): value for key, value in data.pop("replies", {}).items()}
+        return cls(checks=checks, replies=replies, **data)
+
+
+class Deadline:
+    """The one time budget of a run: setup, the agent, checks and their rounds."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends_at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self._ends_at - time.monotonic())
+
+    @property
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+    def cap(self, seconds: float) -> float:
+        """A command's timeout: its own cap, or the time left if that is less."""
+        return min(seconds, self.left())
+
+    def ran_out(self, during: str) -> str:
+        return f"the run's time budget of {_duration(self.seconds)} ran out during {during}"
+
+
+async def make_change(
+    run: Run,
+    trigger: Trigger,
+    status: StatusUpdater,
+    services: Services,
+    workspace: Workspace,
+    *,
+    title: str,
+    body: str,
+    prompt: str | None = None,
+    require_change: bool = True,
+) -> Change:
+    """Run the agent until it reports and the checks pass (or the rounds or the time run
+    out); commit."""
+    settings = services.settings
+    config = await _repo_config(workspace)
+    try:
+        limits = effective_limits(settings, config)
+    except RepoConfigError as error:
+        raise RunFailed("bad_config", str(error)) from None
+    deadline = Deadline(limits.timeout_seconds)
+    sandbox = _sandbox(services, workspace, network=False)
+    if config.setup:
+        await _setup(config, _sandbox(services, workspace, network=limits.network), status,
+                     deadline)
+    instructions = await _instructions(workspace)
+    agent = _agent(run, services, sandbox, config, limits, status, instructions, deadline)
+    await status.step(f"working with {limits.model}")
+    if prompt is None:
+        prompt = task_prompt(
+            repo=run.repo,
+            number=run.number,
+            title=title,
+            body=body,
+            instruction=trigger.instruction or None,
+            requested_by=trigger.sender,
+        )
+    result = await _converse(agent, agent.run(prompt), deadline)
+    checks = await _run_checks(config, sandbox, status, deadline)
+    for _ in range(limits.check_rounds):
+        if result.report is None or all(check.passed for check in checks) or deadline.passed:
+            break
+        await status.step("checks failed; the agent is fixing them")
+        result = await _converse(
+            agent,
+            agent.follow_up(
+                checks_failed_prompt(
+                    [(check.command, check.exit_code, check.output) for check in checks]
+                )
+            ),
+            deadline,
+        )
+        checks = await _run_checks(config, sandbox, status, deadline)
+    change = await _commit(
+        result, checks, trigger, services, workspace, status, require_change=require_change
+    )
+    if deadline.passed and not change.ready:
+        change.out_of_time = deadline.ran_out(
+            "the checks" if result.report is not None else AGENT_WORK)
+        change.notes.append(f"{_capitalized(change.out_of_time)}; this is the work done by "
+                            "then.")
+    steering = [path for path in await workspace.changed_paths() if path in STEERING_FILES]
+    if steering:
+        listed = ", ".join(f"`{path}`" for path in steering)
+        change.notes.append(f"This change edits {listed}, which steer Honk's runs once merged "
+                            "(its setup commands, checks, model and instructions): review "
+                            "them as code.")
+    return change
+
+
+async def _repo_config(workspace: Workspace) -> RepoConfig:
+    """`.github/honk.yml` as the base branch has it (not as the agent may have left it)."""
+    if workspace.base_branch.startswith(BRANCH_PREFIX):
+        # A pull request stacked on one of Honk's branches: that base is agent-written.
+        raise RunFailed("agent_base", f"This pull request's base is `{workspace.base_branch}`, "
+                        "a branch Honk writes, and Honk takes its configuration only from "
+                        "branches people write; retarget it and comment `/honk` again.")
+    where = f"{REPO_CONFIG_PATH} on `{workspace.base_branch}`"
+    try:
+        data = await workspace.read_base_file(REPO_CONFIG_PATH, max_bytes=MAX_CONFIG_BYTES)
+    except NotAFile as error:
+        raise RunFailed("bad_config", f"{where} is {error.kind}; Honk reads its configuration "
+                        "only from a regular file.") from None
+    if data is not None and len(data) > MAX_CONFIG_BYTES:
+        raise RunFailed("bad_config", f"{where} is over {MAX_CONFIG_BYTES // 1024} KiB.")
+    try:
+        text = data.decode() if data is not None else None
+    except UnicodeDecodeError:
+        raise RunFailed("bad_config", f"{where} cannot be read as UTF-8 text.") from None
+    try:
+        return parse_repo_config(text)
+    except RepoConfigError as error:
+        raise RunFailed("bad_config", str(error)) from None
+
+
+def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sandbox:
+    try:
+        # Read-only git (status, diff, log) works inside; nothing under .git is writable.
+        return agent_sandbox(services.settings, workspace.path,
+                             (workspace.common_dir, workspace.git_dir), network=network)
+    except SandboxUnavailable as error:
+        raise RunFailed("no_sandbox", str(error)) from None
+
+
+def agent_sandbox(settings: Settings, path: Path, read_only: Sequence[Path], *,
+                  network: bool) -> Sandbox:
+    """The sandbox every agent command, setup command and check runs in (and `honk sandbox`)."""
+    user = sandbox_user(settings.sandbox_uid, settings.sandbox_gid)
+    if not settings.unsafe_no_sandbox:
+        check_available(user)
+    limits = SandboxLimits(memory_bytes=settings.sandbox_memory_mb * 2**20,
+                           disk_bytes=settings.sandbox_disk_mb * 2**20,
+                           disk_files=settings.sandbox_files,
+                           **({"cpus": settings.sandbox_cpus} if settings.sandbox_cpus else {}))
+    return Sandbox(path, read_only_paths=read_only, network=network, limits=limits,
+                   env=AGENT_ENVIRONMENT, unsafe_no_sandbox=settings.unsafe_no_sandbox, user=user)
+
+
+async def _setup(
+    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater, deadline: Deadline
+) -> None:
+    for command in config.setup:
+        if deadline.passed:
+            raise RunFailed("timed_out", _setup_ran_out(deadline, f"setup, before `{command}`"))
+        await status.step(f"setup: `{command}`")
+        result = await sandbox.run(command, timeout=deadline.cap(SETUP_TIMEOUT_SECONDS))
+        if result.timed_out and deadline.passed:
+            raise RunFailed("timed_out", _setup_ran_out(deadline, f"the setup command `{command}`"))
+        if result.exit_code != 0:
+            how = (f"timed out after {_duration(SETUP_TIMEOUT_SECONDS)}" if result.timed_out
+                   else f"failed with exit code {result.exit_code}")
+            raise RunFailed(
+                "setup_failed",
+                f"The setup command `{command}` {how}; Honk did not start the agent.",
+            )
+    if deadline.passed:
+        raise RunFailed("timed_out", _setup_ran_out(deadline, "setup"))
+
+
+def _setup_ran_out(deadline: Deadline, during: str) -> str:
+    return (f"{_capitalized(deadline.ran_out(during))}; Honk did not start the agent and "
+            "pushed nothing.")
+
+
+def _agent(
+    run: Run,
+    services: Services,
+    sandbox: Sandbox,
+    config: RepoConfig,
+    limits: EffectiveLimits,
+    status: StatusUpdater,
+    instructions: str | None,
+    deadline: Deadline,
+) -> Agent:
+    if services.anthropic is None:
+        raise RunFailed("no_model", "Honk has no ANTHROPIC_API_KEY; the operator must set it.")
+    stats = status.comment.stats
+    # A resumed run (its worker died) carries on counting from what was already spent.
+    base = replace(stats)
+
+    async def on_turn(usage: Usage, line: str) -> None:
+        stats.turns = base.turns + usage.turns
+        stats.input_tokens = base.input_tokens + (
+            usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+        )
+        stats.output_tokens = base.output_tokens + usage.output_tokens
+        stats.cost_usd = base.cost_usd + usage.cost_usd
+        await services.store.update(run.id, turns=stats.turns, input_tokens=stats.input_tokens,
+                                    output_tokens=stats.output_tokens, cost_usd=stats.cost_usd)
+        await status.step(f"turn {stats.turns}: {services.redactor(line)}", force=False)
+        _count_usage(limits.model, usage.per_turn[-1])
+
+    transcript = services.settings.data_dir / "runs" / str(run.id) / "transcript.jsonl"
+    transcript.parent.mkdir(parents=True, exist_ok=True)
+    return Agent(
+        services.anthropic,
+        model=limits.model,
+        system=system_prompt(instructions, config.instructions),
+        tools=AgentTools(sandbox, sandbox.workspace),
+        budget=Budget(
+            max_turns=limits.max_turns,
+            max_cost_usd=limits.max_cost_usd,
+            # Whole seconds, as the agent reports them; the run's deadline is kept in
+            # _converse, since the agent's budget does not count the checks between rounds.
+            timeout_seconds=float(int(deadline.left())),
+        ),
+        on_turn=on_turn,
+        transcript_path=transcript,
+        on_wait=lambda line: status.step(line),
+    )
+
+
+def _count_usage(model: str, turn: TurnUsage) -> None:
+    """Prometheus: tokens by kind and dollars, per model, as each turn reports them."""
+    for kind, count in (
+        ("input", turn.input_tokens),
+        ("output", turn.output_tokens),
+        ("cache_read", turn.cache_read_input_tokens),
+        ("cache_write", turn.cache_creation_input_tokens),
+    ):
+        metrics.TOKENS.labels(model=model, kind=kind).inc(count)
+    metrics.COST.labels(model=model).inc(turn.cost_usd)
+
+
+async def _instructions(workspace: Workspace) -> str | None:
+    """AGENTS.md / CLAUDE.md at the root of the base commit, if they are regular files
+    there (a link, e.g. CLAUDE.md -> AGENTS.md, is skipped: the file it names is read)."""
+    texts = []
+    for name in INSTRUCTION_FILES:
+        try:
+            data = await workspace.read_base_file(name, max_bytes=4 * MAX_INSTRUCTION_CHARS)
+        except NotAFile as error:
+            log.info("instructions skipped", file=name, reason=str(error))
+            continue
+        if data is not None:
+            texts.append(data.decode(errors="replace")[:MAX_INSTRUCTION_CHARS])
+    return "\n\n".join(texts) or None
+
+
+async def _converse(
+    agent: Agent, turns: Awaitable[AgentResult], deadline: Deadline
+) -> AgentResult:
+    try:
+        async with asyncio.timeout(deadline.left()) as backstop:
+            return await turns
+    except AgentAPIError as error:
+        raise RunFailed("model_unavailable", str(error)) from None
+    except TimeoutError:
+        if not backstop.expired():
+            raise
+    return AgentResult(None, agent.usage, "budget_exhausted",
+                       f"{_capitalized(deadline.ran_out(AGENT_WORK))}.")
+
+
+async def _run_checks(
+    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater, deadline: Deadline
+) -> list[CheckResult]:
+    results = []
+    for command in config.checks:
+        if deadline.passed:
+            results.append(CheckResult(command, TIMEOUT_EXIT_CODE,
+                                       "Not run: the run's time budget ran out before it."))
+            continue
+        await status.step(f"check: `{command}`")
+        outcome = await sandbox.run(command, timeout=deadline.cap(CHECK_TIMEOUT_SECONDS))
+        results.append(CheckResult(command, outcome.exit_code, outcome.output))
+    return results
+
+
+def _capitalized(phrase: str) -> str:
+    return phrase[:1].upper() + phrase[1:]
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+async def _commit(
+    result: AgentResult,
+    checks: list[CheckResult],
+    trigger: Trigger,
+    services: Services,
+    workspace: Workspace,
+    status: StatusUpdater,
+    *,
+    require_change: bool,
+) -> Change:
+    report = result.report
+    title = report.title if report else "Honk's unfinished attempt"
+    message = report.commit_message if report else f"{title}\n\n{result.detail}"
+    bot = await services.github.bot_login()
+    sha = await workspace.commit(
+        services.redactor(message),
+        author_name=bot,
+        author_email=bot_email(bot),
+        co_authors=[f"{trigger.sender} <{trigger.sender}@users.noreply.github.com>"],
+    )
+    if sha is None and require_change and workspace.start_sha == workspace.base_sha:
+        reason = result.detail if report is None else "it reported without editing a file"
+        raise RunFailed("no_changes", f"The agent made no change to the code: {reason}")
+    if sha is not None:
+        await status.step(f"committed `{sha[:7]}`")
+    ready = report is not None and all(check.passed for check in checks)
+    notes = [] if report else [f"The agent did not finish: {result.detail}"]
+    summary = report.summary if report else "The agent stopped before it reported."
+    return Change(
+        title=title,
+        summary=summary,
+        commit_message=message,
+        checks=checks,
+        ready=ready,
+        notes=notes,
+        replies=dict(report.replies) if report else {},
+        sha=sha,
+    )
