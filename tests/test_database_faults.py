@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from honk_app.store import db as honk_db
 from honk_app.run.status import MARKER
 from honk_app.settings import load_settings
+from honk_app.store import db as honk_db
 from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
 from honk_sim.loopback import LoopbackServer
 from tests.conftest import SECRET, app_payload, sample_honk, signed_headers
