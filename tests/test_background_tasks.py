@@ -15,9 +15,9 @@ from typing import TypeVar
 import pytest
 from prometheus_client import REGISTRY
 
+from honk_app.models import Run, RunState, Trigger
 from honk_app.store.db import Operation, Storage
-from honk_app.store.runs import Run, RunState, RunStore
-from honk_app.web.triggers import Trigger
+from honk_app.store.runs import RunStore
 from honk_app.workers.backend import SQLiteBackend
 from honk_app.workers.pool import WorkerPool
 

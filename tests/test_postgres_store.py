@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from honk_app.models import RunState, Trigger
 from honk_app.store.db import DatabaseUnavailable
-from honk_app.store.runs import MAX_ATTEMPTS, RETENTION_SECONDS, RunState
-from honk_app.web.triggers import Trigger
+from honk_app.store.runs import MAX_ATTEMPTS, RETENTION_SECONDS
 from honk_app.workers.backend import Backend, PostgresBackend, SQLiteBackend
 from honk_sim.loopback import free_port
 from tests.postgres import fresh_schema, rows

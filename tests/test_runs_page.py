@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from honk_app.models import Run
 from honk_app.settings import load_settings
-from honk_app.store.runs import Run
 from honk_app.web import charts
 from honk_app.web.signin import SESSION_COOKIE, SessionCodec, session_secret
 from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script

@@ -148,7 +148,7 @@ def test_a_task_keeps_the_issue_text_the_delivery_carried() -> None:
 
 
 def test_a_trigger_stored_before_the_issue_text_was_kept_still_loads() -> None:
-    from honk_app.web.triggers import Trigger
+    from honk_app.models import Trigger
 
     payload = app_payload("issues", "labeled.payload.json")
     payload["label"]["name"] = "honk"

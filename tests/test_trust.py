@@ -194,8 +194,8 @@ def test_an_old_trigger_without_the_issue_text_reads_it_from_github() -> None:
     from dataclasses import replace
     from types import SimpleNamespace
 
+    from honk_app.models import Trigger
     from honk_app.run import pipeline as worker
-    from honk_app.web.triggers import Trigger
 
     fetched: list[int] = []
 

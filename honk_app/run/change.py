@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -29,7 +29,12 @@ from honk_app import metrics
 from honk_app.agent.loop import Agent, AgentAPIError, AgentResult, Budget, TurnUsage, Usage
 from honk_app.agent.prompts import checks_failed_prompt, system_prompt, task_prompt
 from honk_app.github.client import bot_email
-from honk_app.run.status import CheckResult
+from honk_app.models import (
+    BRANCH_PREFIX,
+    Change,
+    CheckResult,
+    Outcome,
+)
 from honk_app.sandbox.bubblewrap import (
     TIMEOUT_EXIT_CODE,
     Sandbox,
@@ -48,13 +53,11 @@ from honk_app.settings import (
     effective_limits,
     parse_repo_config,
 )
-from honk_app.web.triggers import BRANCH_PREFIX
 from honk_app.workspace.checkout import NotAFile, Workspace
 
 if TYPE_CHECKING:
+    from honk_app.models import Run, Trigger
     from honk_app.run.pipeline import Services, StatusUpdater
-    from honk_app.store.runs import Run
-    from honk_app.web.triggers import Trigger
 
 log = structlog.get_logger()
 
@@ -72,32 +75,9 @@ AGENT_ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "CI": "true"}
 class RunFailed(Exception):
     """The run cannot go on; the message is one sentence for the status comment."""
 
-    def __init__(self, outcome: str, sentence: str) -> None:
+    def __init__(self, outcome: Outcome, sentence: str) -> None:
         super().__init__(sentence)
         self.outcome = outcome
-
-
-@dataclass
-class Change:
-    title: str
-    summary: str
-    commit_message: str
-    checks: list[CheckResult]
-    ready: bool
-    notes: list[str] = field(default_factory=list)
-    replies: dict[int, str] = field(default_factory=dict)
-    sha: str | None = None
-    # Set when the run's deadline cut the work short: what ran out, for the headline.
-    out_of_time: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Change:
-        checks = [CheckResult(**check) for check in data.pop("checks")]
-        replies = {int(key): value for key, value in data.pop("replies", {}).items()}
-        return cls(checks=checks, replies=replies, **data)
 
 
 class Deadline:
@@ -141,7 +121,7 @@ async def make_change(
     try:
         limits = effective_limits(settings, config)
     except RepoConfigError as error:
-        raise RunFailed("bad_config", str(error)) from None
+        raise RunFailed(Outcome.BAD_CONFIG, str(error)) from None
     deadline = Deadline(limits.timeout_seconds)
     sandbox = _sandbox(services, workspace, network=False)
     if config.setup:
@@ -196,25 +176,26 @@ async def _repo_config(workspace: Workspace) -> RepoConfig:
     """`.github/honk.yml` as the base branch has it (not as the agent may have left it)."""
     if workspace.base_branch.startswith(BRANCH_PREFIX):
         # A pull request stacked on one of Honk's branches: that base is agent-written.
-        raise RunFailed("agent_base", f"This pull request's base is `{workspace.base_branch}`, "
-                        "a branch Honk writes, and Honk takes its configuration only from "
+        raise RunFailed(Outcome.AGENT_BASE, "This pull request's base is "
+                        f"`{workspace.base_branch}`, a branch Honk writes, and Honk takes its "
+                        "configuration only from "
                         "branches people write; retarget it and comment `/honk` again.")
     where = f"{REPO_CONFIG_PATH} on `{workspace.base_branch}`"
     try:
         data = await workspace.read_base_file(REPO_CONFIG_PATH, max_bytes=MAX_CONFIG_BYTES)
     except NotAFile as error:
-        raise RunFailed("bad_config", f"{where} is {error.kind}; Honk reads its configuration "
-                        "only from a regular file.") from None
+        raise RunFailed(Outcome.BAD_CONFIG, f"{where} is {error.kind}; Honk reads its "
+                        "configuration only from a regular file.") from None
     if data is not None and len(data) > MAX_CONFIG_BYTES:
-        raise RunFailed("bad_config", f"{where} is over {MAX_CONFIG_BYTES // 1024} KiB.")
+        raise RunFailed(Outcome.BAD_CONFIG, f"{where} is over {MAX_CONFIG_BYTES // 1024} KiB.")
     try:
         text = data.decode() if data is not None else None
     except UnicodeDecodeError:
-        raise RunFailed("bad_config", f"{where} cannot be read as UTF-8 text.") from None
+        raise RunFailed(Outcome.BAD_CONFIG, f"{where} cannot be read as UTF-8 text.") from None
     try:
         return parse_repo_config(text)
     except RepoConfigError as error:
-        raise RunFailed("bad_config", str(error)) from None
+        raise RunFailed(Outcome.BAD_CONFIG, str(error)) from None
 
 
 def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sandbox:
@@ -223,7 +204,7 @@ def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sand
         return agent_sandbox(services.settings, workspace.path,
                              (workspace.common_dir, workspace.git_dir), network=network)
     except SandboxUnavailable as error:
-        raise RunFailed("no_sandbox", str(error)) from None
+        raise RunFailed(Outcome.NO_SANDBOX, str(error)) from None
 
 
 def agent_sandbox(settings: Settings, path: Path, read_only: Sequence[Path], *,
@@ -245,20 +226,22 @@ async def _setup(
 ) -> None:
     for command in config.setup:
         if deadline.passed:
-            raise RunFailed("timed_out", _setup_ran_out(deadline, f"setup, before `{command}`"))
+            raise RunFailed(Outcome.TIMED_OUT,
+                            _setup_ran_out(deadline, f"setup, before `{command}`"))
         await status.step(f"setup: `{command}`")
         result = await sandbox.run(command, timeout=deadline.cap(SETUP_TIMEOUT_SECONDS))
         if result.timed_out and deadline.passed:
-            raise RunFailed("timed_out", _setup_ran_out(deadline, f"the setup command `{command}`"))
+            raise RunFailed(Outcome.TIMED_OUT,
+                            _setup_ran_out(deadline, f"the setup command `{command}`"))
         if result.exit_code != 0:
             how = (f"timed out after {_duration(SETUP_TIMEOUT_SECONDS)}" if result.timed_out
                    else f"failed with exit code {result.exit_code}")
             raise RunFailed(
-                "setup_failed",
+                Outcome.SETUP_FAILED,
                 f"The setup command `{command}` {how}; Honk did not start the agent.",
             )
     if deadline.passed:
-        raise RunFailed("timed_out", _setup_ran_out(deadline, "setup"))
+        raise RunFailed(Outcome.TIMED_OUT, _setup_ran_out(deadline, "setup"))
 
 
 def _setup_ran_out(deadline: Deadline, during: str) -> str:
@@ -277,7 +260,8 @@ def _agent(
     deadline: Deadline,
 ) -> Agent:
     if services.anthropic is None:
-        raise RunFailed("no_model", "Honk has no ANTHROPIC_API_KEY; the operator must set it.")
+        raise RunFailed(Outcome.NO_MODEL,
+                        "Honk has no ANTHROPIC_API_KEY; the operator must set it.")
     stats = status.comment.stats
     # A resumed run (its worker died) carries on counting from what was already spent.
     base = replace(stats)
@@ -348,7 +332,7 @@ async def _converse(
         async with asyncio.timeout(deadline.left()) as backstop:
             return await turns
     except AgentAPIError as error:
-        raise RunFailed("model_unavailable", str(error)) from None
+        raise RunFailed(Outcome.MODEL_UNAVAILABLE, str(error)) from None
     except TimeoutError:
         if not backstop.expired():
             raise
@@ -404,7 +388,7 @@ async def _commit(
     )
     if sha is None and require_change and workspace.start_sha == workspace.base_sha:
         reason = result.detail if report is None else "it reported without editing a file"
-        raise RunFailed("no_changes", f"The agent made no change to the code: {reason}")
+        raise RunFailed(Outcome.NO_CHANGES, f"The agent made no change to the code: {reason}")
     if sha is not None:
         await status.step(f"committed `{sha[:7]}`")
     ready = report is not None and all(check.passed for check in checks)

@@ -34,14 +34,14 @@ from honk_app.github.client import (
     bot_email,
     cap_body,
 )
+from honk_app.models import Change, Outcome, Run, RunKind, RunState, Trigger
 from honk_app.redact import Redactor
-from honk_app.run.change import Change, RunFailed, make_change
+from honk_app.run.change import RunFailed, make_change
 from honk_app.run.refusals import refuse_once
 from honk_app.run.status import Stats, StatusComment, pr_body, reply_marker, run_marker
 from honk_app.run.stops import stop_requests_watched
 from honk_app.settings import Settings
-from honk_app.store.runs import Run, RunState, RunStore
-from honk_app.web.triggers import Trigger
+from honk_app.store.runs import RunStore
 from honk_app.workspace.checkout import (
     BaseBranchMissing,
     GitError,
@@ -162,10 +162,11 @@ async def _execute_logged(run: Run, services: Services) -> None:
                 f"{error} Honk tried {run.attempts} times and gave up; comment `/honk` to "
                 "try again."
             )
-            await services.store.finish(run.id, RunState.FAILED, "github_unavailable", sentence)
+            await services.store.finish(run.id, RunState.FAILED, Outcome.GITHUB_UNAVAILABLE,
+                                        sentence)
             # The status comment still says "working": the sweeper tells GitHub, when it can.
             await services.store.owe_status(run.id, None)
-            outcome = "github_unavailable"
+            outcome = Outcome.GITHUB_UNAVAILABLE
         else:
             bound.warning("run handed back", reason=str(error))
             await services.store.retry_later(
@@ -178,11 +179,11 @@ async def _execute_logged(run: Run, services: Services) -> None:
 
 async def _execute(
     run: Run, trigger: Trigger, services: Services, bound: structlog.typing.FilteringBoundLogger
-) -> str:
+) -> Outcome:
     store = services.store
     try:
         gh = await services.github.for_repo(run.installation_id, run.repo)
-        if trigger.kind == "labels":
+        if trigger.kind == RunKind.LABELS:
             return await _create_labels(run, trigger, services)
         if not await gh.can_write(trigger.sender):
             await refuse_once(
@@ -191,16 +192,17 @@ async def _execute(
                 sentence="Honk only takes requests from people with write access to this "
                 "repository.",
             )
-            await store.finish(run.id, RunState.DONE, "refused", "The sender lacks write access.")
+            await store.finish(run.id, RunState.DONE, Outcome.REFUSED,
+                               "The sender lacks write access.")
             bound.info("run refused", sender=trigger.sender)
-            return "refused"
+            return Outcome.REFUSED
     except GitHubError as error:
         if error.transient:
             raise RetryLater(f"{error}.") from None
         sentence = f"{error}; Honk could not start."
         log.warning("run failed before it began", run_id=run.id, error=str(error))
-        await store.finish(run.id, RunState.FAILED, "github_error", sentence)
-        return "github_error"
+        await store.finish(run.id, RunState.FAILED, Outcome.GITHUB_ERROR, sentence)
+        return Outcome.GITHUB_ERROR
     # `/honk stop` is checked (who sent it) here, in the worker, while the run goes on.
     async with stop_requests_watched(run, trigger.sender, gh, store):
         return await _carry_out(run, trigger, gh, services, bound)
@@ -212,14 +214,14 @@ async def _carry_out(
     gh: RepoGitHub,
     services: Services,
     bound: structlog.typing.FilteringBoundLogger,
-) -> str:
+) -> Outcome:
     store = services.store
     stats = Stats(turns=run.turns, input_tokens=run.input_tokens,
                   output_tokens=run.output_tokens, cost_usd=run.cost_usd)
     status = StatusUpdater(gh, store, run, StatusComment(run.id, stats, _run_url(services, run)))
     try:
         await _acknowledge(gh, trigger, status)
-        if trigger.kind == "task":
+        if trigger.kind == RunKind.TASK:
             headline = await _task(run, trigger, gh, status, services)
         else:
             headline = await _follow_up(run, trigger, gh, status, services)
@@ -231,33 +233,33 @@ async def _carry_out(
             raise
         # The task is being cancelled: shield the bookkeeping so it still completes.
         await asyncio.shield(_stopped(run, trigger, gh, status, services))
-        return "stopped"
+        return Outcome.STOPPED
     except GitHubError as error:
         if error.transient:
             await _hand_back(run, status, services, f"{error}.")
         sentence = f"{error}; comment `/honk` to try again."
-        return await _fail(run, trigger, gh, status, services, "github_error", sentence)
+        return await _fail(run, trigger, gh, status, services, Outcome.GITHUB_ERROR, sentence)
     except BaseBranchMissing:
         sentence = (
             f"`{run.repo}` has no commits on its default branch yet, so there is nothing to "
             "change; push a first commit, then ask again."
         )
-        return await _fail(run, trigger, gh, status, services, "empty_repository", sentence)
+        return await _fail(run, trigger, gh, status, services, Outcome.EMPTY_REPOSITORY, sentence)
     except GitError as error:
         if not _transient_git(error):
             bound.exception("run crashed")
-            return await _fail(run, trigger, gh, status, services, "internal_error",
+            return await _fail(run, trigger, gh, status, services, Outcome.INTERNAL_ERROR,
                                _internal_error(run))
         await _hand_back(run, status, services, "The git host did not answer Honk's fetch or push.")
     except Exception:
         bound.exception("run crashed")
-        return await _fail(run, trigger, gh, status, services, "internal_error",
+        return await _fail(run, trigger, gh, status, services, Outcome.INTERNAL_ERROR,
                            _internal_error(run))
     await status.finish(status.comment.done(headline))
     await _react(gh, trigger, "rocket")
-    await store.finish(run.id, RunState.DONE, "success", headline)
+    await store.finish(run.id, RunState.DONE, Outcome.SUCCESS, headline)
     bound.info("run done", headline=headline)
-    return "success"
+    return Outcome.SUCCESS
 
 
 async def _acknowledge(gh: RepoGitHub, trigger: Trigger, status: StatusUpdater) -> None:
@@ -314,7 +316,8 @@ async def _task(
             await _push(run, gh, status, services, workspace, change, repository.clone_url)
             break
     if change is None:
-        raise RunFailed("branch_taken", f"The branches `{wanted}` to `{wanted}-{MAX_BRANCH_NAMES}` "
+        raise RunFailed(Outcome.BRANCH_TAKEN,
+                        f"The branches `{wanted}` to `{wanted}-{MAX_BRANCH_NAMES}` "
                         "all hold someone else's commits or pull requests; Honk builds only on "
                         "its own. Delete one of them and ask again.")
     # Only a pull request Honk opened is adopted: a person's PR from the branch is theirs.
@@ -355,7 +358,7 @@ async def _follow_up(
     head_repo = pull.head.repo.full_name if pull.head.repo else None
     if head_repo != run.repo:
         where = f"the fork `{head_repo}`" if head_repo else "a deleted fork"
-        raise RunFailed("fork", f"This pull request comes from {where}; Honk only pushes to "
+        raise RunFailed(Outcome.FORK, f"This pull request comes from {where}; Honk only pushes to "
                         f"branches of {run.repo}, so it changed nothing.")
     threads = await _review_threads(gh, run.number, trigger.review_id)
     comments = list(threads)
@@ -369,7 +372,8 @@ async def _follow_up(
         run.repo, remote, base_branch=base, branch=branch
     ) as workspace:
         if not workspace.existed:
-            raise RunFailed("branch_deleted", f"The branch `{branch}` of this pull request was "
+            raise RunFailed(Outcome.BRANCH_DELETED,
+                            f"The branch `{branch}` of this pull request was "
                             "deleted, so Honk has nothing to add to; restore the branch, or "
                             "open a new request, and ask again.")
         if run.report and run.pushed_sha:
@@ -536,10 +540,10 @@ async def _push(
         sha = await _push_through_faults(workspace, remote)
     except PushRejected as rejection:
         if rejection.reason != "workflows":
-            raise RunFailed("push_rejected", _push_sentence(rejection, workspace)) from None
+            raise RunFailed(Outcome.PUSH_REJECTED, _push_sentence(rejection, workspace)) from None
         patch = await workspace.diff_against_base(paths=rejection.paths)
         if await workspace.drop_paths(rejection.paths) is None:
-            raise RunFailed("workflows", _workflows_sentence(rejection.paths)) from None
+            raise RunFailed(Outcome.WORKFLOWS, _workflows_sentence(rejection.paths)) from None
         change.notes.append(_workflows_note(rejection.paths, patch))
         sha = await _push_through_faults(workspace, remote)
     run.pushed_sha = sha
@@ -562,7 +566,7 @@ async def _push_through_faults(workspace: Workspace, remote: GitRemote) -> str:
     raise AssertionError("unreachable")
 
 
-async def _create_labels(run: Run, trigger: Trigger, services: Services) -> str:
+async def _create_labels(run: Run, trigger: Trigger, services: Services) -> Outcome:
     label = services.settings.label
     for repo in trigger.repos:
         gh = await services.github.for_repo(run.installation_id, repo)
@@ -571,10 +575,10 @@ async def _create_labels(run: Run, trigger: Trigger, services: Services) -> str:
     await services.store.finish(
         run.id,
         RunState.DONE,
-        "success",
+        Outcome.SUCCESS,
         f"Label `{label}` present in {len(trigger.repos)} repositories.",
     )
-    return "success"
+    return Outcome.SUCCESS
 
 
 async def _fail(
@@ -583,9 +587,9 @@ async def _fail(
     gh: RepoGitHub,
     status: StatusUpdater,
     services: Services,
-    outcome: str,
+    outcome: Outcome,
     sentence: str,
-) -> str:
+) -> Outcome:
     sentence = services.redactor(sentence)
     log.info("run failed", run_id=run.id, outcome=outcome, detail=sentence)
     await status.finish(status.comment.failed(sentence))
@@ -601,7 +605,7 @@ async def _stopped(
     if run.pushed_sha:
         sentence = f"Stopped by `/honk stop` after pushing `{run.pushed_sha[:7]}`."
     await status.finish(status.comment.stopped(sentence))
-    await services.store.finish(run.id, RunState.CANCELLED, "stopped", sentence)
+    await services.store.finish(run.id, RunState.CANCELLED, Outcome.STOPPED, sentence)
 
 
 def branch_name(number: int, title: str) -> str:
@@ -642,7 +646,7 @@ async def deliver_owed_statuses(services: Services) -> int:
     """One pass of `keep_statuses_true`; the number of statuses GitHub took."""
     delivered = 0
     for run in await services.store.owed_statuses():
-        if run.kind == "labels":  # an installation's run has no issue to speak on
+        if run.kind == RunKind.LABELS:  # an installation's run has no issue to speak on
             await services.store.status_paid(run.id)
             continue
         try:

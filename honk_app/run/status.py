@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from honk_app.models import CheckResult
+
 MARKER = "<!-- honk:status -->"
 MAX_STEPS_SHOWN = 40
 
@@ -31,17 +33,6 @@ class Stats:
             f"{self.turns} turns · {_tokens(tokens)} tokens · ${self.cost_usd:.2f} · "
             f"{_duration(self.seconds)}"
         )
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    command: str
-    exit_code: int
-    output: str
-
-    @property
-    def passed(self) -> bool:
-        return self.exit_code == 0
 
 
 @dataclass

@@ -18,8 +18,9 @@ import structlog
 from githubkit.exception import GitHubException
 
 from honk_app.github.client import GitHubError, RepoGitHub
+from honk_app.models import Run
 from honk_app.run.refusals import refuse_once
-from honk_app.store.runs import Run, RunStore, StopRequest
+from honk_app.store.runs import RunStore, StopRequest
 
 log = structlog.get_logger()
 

@@ -15,11 +15,10 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from typing import Any
 
+from honk_app.models import ACTIVE_STATES, Outcome, Run, RunState, Trigger
 from honk_app.store.db import Sql, Storage, applied_migrations, ddl, lock_schema, record_migration
-from honk_app.web.triggers import Trigger
 
 _DELIVERIES_AND_RUNS = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -116,61 +115,8 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 Enqueue = Callable[[Sql, int, str], Awaitable[None]]
 
 
-class RunState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-ACTIVE_STATES = (RunState.QUEUED, RunState.RUNNING)
 MAX_RUN_ID = 2**63 - 1  # BIGINT, on both databases
 MAX_ATTEMPTS = 3
-
-
-@dataclass
-class Run:
-    id: int
-    delivery_id: str
-    kind: str
-    repo: str
-    number: int
-    lock_key: str
-    installation_id: int
-    sender: str
-    trigger: str
-    state: str
-    outcome: str | None
-    detail: str | None
-    attempts: int
-    cancel_requested: int
-    worker_id: str | None
-    created_at: float
-    not_before: float
-    started_at: float | None
-    heartbeat_at: float | None
-    finished_at: float | None
-    status_comment_id: int | None
-    branch: str | None
-    pushed_sha: str | None
-    pr_number: int | None
-    report: str | None
-    turns: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    status_owed: int = 0
-    final_status: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> Run:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
-
-    @property
-    def trigger_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.trigger)
-        return data
 
 
 @dataclass(frozen=True)
@@ -391,7 +337,7 @@ class RunStore:
 
         await self.db.call(op)
 
-    async def finish(self, run_id: int, state: RunState, outcome: str, detail: str) -> None:
+    async def finish(self, run_id: int, state: RunState, outcome: Outcome, detail: str) -> None:
         await self.update(
             run_id, state=state, outcome=outcome, detail=detail, finished_at=time.time()
         )
@@ -560,10 +506,10 @@ async def _give_back(sql: Sql, stale: str, params: tuple[Any, ...]) -> int:
     """Requeue the running runs matching `stale`, or fail those that crashed too often."""
     # The status comment still says "working": status_owed has the sweeper say otherwise.
     failed = await sql.execute(
-        "UPDATE runs SET state = ?, outcome = 'crashed', finished_at = ?, status_owed = 1,"
+        "UPDATE runs SET state = ?, outcome = ?, finished_at = ?, status_owed = 1,"
         " detail = 'Honk stopped unexpectedly during this run too many times.'"
         f" WHERE state = ? AND attempts >= ? AND {stale}",
-        (RunState.FAILED, time.time(), RunState.RUNNING, MAX_ATTEMPTS, *params),
+        (RunState.FAILED, Outcome.CRASHED, time.time(), RunState.RUNNING, MAX_ATTEMPTS, *params),
     )
     requeued = await sql.execute(
         f"UPDATE runs SET state = ?, worker_id = NULL WHERE state = ? AND {stale}",
@@ -575,10 +521,10 @@ async def _give_back(sql: Sql, stale: str, params: tuple[Any, ...]) -> int:
 async def _request_cancel(sql: Sql, lock_key: str, before: float) -> int:
     now = time.time()
     queued = await sql.execute(
-        "UPDATE runs SET state = ?, outcome = 'stopped', detail = ?, finished_at = ?"
+        "UPDATE runs SET state = ?, outcome = ?, detail = ?, finished_at = ?"
         " WHERE lock_key = ? AND state = ? AND created_at <= ?",
-        (RunState.CANCELLED, "Stopped by /honk stop before it started.", now, lock_key,
-         RunState.QUEUED, before),
+        (RunState.CANCELLED, Outcome.STOPPED, "Stopped by /honk stop before it started.", now,
+         lock_key, RunState.QUEUED, before),
     )
     running = await sql.execute(
         "UPDATE runs SET cancel_requested = 1 WHERE lock_key = ? AND state = ?"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 
-from honk_app.store.runs import Run
+from honk_app.models import ACTIVE_STATES, Outcome, Run, RunState
 
 # Outcome groups in stacking order (bottom first), with their colours.
 GROUPS: dict[str, str] = {
@@ -36,13 +36,13 @@ class Day:
 
 
 def group_of(run: Run) -> str:
-    if run.state in ("queued", "running"):
+    if run.state in ACTIVE_STATES:
         return "in flight"
-    if run.state == "cancelled":
+    if run.state == RunState.CANCELLED:
         return "stopped"
-    if run.state == "failed":
+    if run.state == RunState.FAILED:
         return "failed"
-    return "success" if run.outcome == "success" else "other"
+    return "success" if run.outcome == Outcome.SUCCESS else "other"
 
 
 def per_day(runs: Iterable[Run], *, days: int, today: date) -> list[Day]:

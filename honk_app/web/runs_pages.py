@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from honk_app.models import Run, RunKind
 from honk_app.redact import Redactor
 from honk_app.settings import Settings
-from honk_app.store.runs import Run, RunStore
+from honk_app.store.runs import RunStore
 from honk_app.web import charts, pages
 from honk_app.web.setup import github_web_url
 from honk_app.web.signin import GitHubSignIn, SignInError, Viewer, oauth_configured
@@ -112,9 +113,9 @@ class RunsPages:
         return f"{github_web_url(self._settings().github_api_url)}/{path}"
 
     def _thread_link(self, run: Run) -> str:
-        if run.kind == "labels":
+        if run.kind == RunKind.LABELS:
             return "—"
-        kind = "pull" if run.kind == "followup" else "issues"
+        kind = "pull" if run.kind == RunKind.FOLLOWUP else "issues"
         link = f'<a href="{escape(self._web(f"{run.repo}/{kind}/{run.number}"))}">#{run.number}</a>'
         if run.pr_number and run.pr_number != run.number:
             pull = self._web(f"{run.repo}/pull/{run.pr_number}")

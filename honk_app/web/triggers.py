@@ -9,47 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from honk_app.models import BRANCH_PREFIX, RunKind, Trigger
 
 HONK_COMMAND = re.compile(r"^/honk(?:[ \t]+(?P<rest>.*))?$", re.DOTALL)
 STOP_WORDS = ("stop", "cancel")
 FOLLOW_UP_REVIEW_STATES = ("changes_requested", "commented")
-BRANCH_PREFIX = "honk/"
-
-
-@dataclass(frozen=True)
-class Trigger:
-    kind: Literal["task", "followup", "stop", "labels"]
-    repo: str
-    number: int
-    installation_id: int
-    sender: str
-    instruction: str = ""
-    comment_id: int | None = None
-    review_id: int | None = None
-    clone_url: str | None = None
-    repos: tuple[str, ...] = field(default=())
-    # A task's issue as the delivery carried it: as the person who labelled it or
-    # commented saw it, not as anyone may have edited it since. None in triggers stored
-    # before Honk kept them (the worker then reads the issue from GitHub).
-    issue_title: str | None = None
-    issue_body: str | None = None
-
-    @property
-    def lock_key(self) -> str:
-        if self.kind == "labels":
-            return f"installation:{self.installation_id}"
-        return f"{self.repo}#{self.number}"
-
-    def to_json(self) -> dict[str, Any]:
-        # Not dataclasses.asdict: its deep copy costs more than the rest of the request path.
-        return {**vars(self), "repos": list(self.repos)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Trigger:
-        return cls(**{**data, "repos": tuple(data.get("repos", ()))})
 
 
 def trigger_for(event: str, payload: Any, *, label: str) -> Trigger | None:
@@ -112,7 +79,7 @@ def _labeled(payload: dict[str, Any], label: str) -> Trigger | None:
     issue = payload.get("issue")
     if not isinstance(issue, dict) or "pull_request" in issue:
         return None
-    return _trigger("task", payload, _get(issue, "number"), **_issue_text(issue))
+    return _trigger(RunKind.TASK, payload, _get(issue, "number"), **_issue_text(issue))
 
 
 def _comment(payload: dict[str, Any]) -> Trigger | None:
@@ -127,9 +94,9 @@ def _comment(payload: dict[str, Any]) -> Trigger | None:
     if command.strip().lower() in STOP_WORDS:
         return _trigger("stop", payload, _get(issue, "number"), comment_id=comment_id)
     if "pull_request" in issue:
-        return _trigger("followup", payload, _get(issue, "number"), instruction=command,
+        return _trigger(RunKind.FOLLOWUP, payload, _get(issue, "number"), instruction=command,
                         comment_id=comment_id)
-    return _trigger("task", payload, _get(issue, "number"), instruction=command,
+    return _trigger(RunKind.TASK, payload, _get(issue, "number"), instruction=command,
                     comment_id=comment_id, **_issue_text(issue))
 
 
@@ -146,7 +113,7 @@ def _review(payload: dict[str, Any]) -> Trigger | None:
         return None
     if head_repo != _get(payload, "repository", "full_name"):
         return None
-    return _trigger("followup", payload, _get(pull, "number"), review_id=review.get("id"),
+    return _trigger(RunKind.FOLLOWUP, payload, _get(pull, "number"), review_id=review.get("id"),
                     instruction=review.get("body") or "")
 
 
@@ -160,7 +127,7 @@ def _installed(event: str, payload: dict[str, Any]) -> Trigger | None:
     sender = _get(payload, "sender", "login")
     if not isinstance(installation_id, int) or not isinstance(sender, str):
         return None
-    return Trigger(kind="labels", repo=names[0], number=0, installation_id=installation_id,
+    return Trigger(kind=RunKind.LABELS, repo=names[0], number=0, installation_id=installation_id,
                    sender=sender, repos=names)
 
 
@@ -176,7 +143,7 @@ def parse_command(body: str) -> str | None:
 
 
 def _trigger(
-    kind: Literal["task", "followup", "stop"], payload: dict[str, Any], number: Any, **extra: Any
+    kind: RunKind | Literal["stop"], payload: dict[str, Any], number: Any, **extra: Any
 ) -> Trigger | None:
     repo = _get(payload, "repository", "full_name")
     installation_id = _get(payload, "installation", "id")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from honk_app.models import Run, RunKind
 from honk_app.settings import Settings
-from honk_app.store.runs import Run
 from honk_app.web.runs_pages import duration_text, run_seconds, when
 from honk_app.workers.backend import open_backend
 
@@ -49,7 +49,7 @@ def table(runs: Sequence[Run]) -> str:
             run.state,
             run.outcome or "",
             run.repo,
-            str(run.number) if run.kind != "labels" else "",
+            str(run.number) if run.kind != RunKind.LABELS else "",
             run.kind,
             run.sender,
             str(run.turns),

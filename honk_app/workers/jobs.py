@@ -45,6 +45,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.schema import SchemaManager
 
 from honk_app import metrics
+from honk_app.models import Outcome, RunState
 from honk_app.store.db import (
     DatabaseUnavailable,
     Sql,
@@ -53,7 +54,7 @@ from honk_app.store.db import (
     record_migration,
 )
 from honk_app.store.postgres import PostgresDatabase, PostgresSql, is_unreachable
-from honk_app.store.runs import Enqueue, RunState, RunStore
+from honk_app.store.runs import Enqueue, RunStore
 from honk_app.workers.pool import Execute
 
 log = structlog.get_logger()
@@ -278,7 +279,7 @@ class JobWorkers:
         except Exception:
             log.exception("run raised", run_id=run.id)
             try:
-                await self.store.finish(run.id, RunState.FAILED, "internal_error",
+                await self.store.finish(run.id, RunState.FAILED, Outcome.INTERNAL_ERROR,
                                         "Honk hit an internal error; see the operator's log.")
             except DatabaseUnavailable as error:  # the job is retried, and the run resumed
                 log.warning("run's end not recorded", run_id=run.id, error=str(error))

@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from honk_app import metrics
-from honk_app.store.runs import Run, RunState, RunStore
+from honk_app.models import Outcome, Run, RunState
+from honk_app.store.runs import RunStore
 
 log = structlog.get_logger()
 
@@ -188,7 +189,7 @@ class WorkerPool:
                 await self.store.finish(
                     run.id,
                     RunState.FAILED,
-                    "internal_error",
+                    Outcome.INTERNAL_ERROR,
                     "Honk hit an internal error; see the operator's log.",
                 )
             except Exception as error:  # its lease runs out, and recovery takes it from there
