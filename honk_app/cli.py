@@ -172,7 +172,7 @@ async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
 
 async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: float | None) -> int:
     from honk_app.run.pipeline import execute, keep_statuses_true
-    from honk_app.web.app import build_services
+    from honk_app.run.services import build_services
     from honk_app.workers.backend import open_backend
 
     if not settings.has_app_credentials:
@@ -222,8 +222,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _sandbox(settings: Settings, workspace: Path, argv: list[str], *, network: bool) -> int:
-    from honk_app.run.change import agent_sandbox
     from honk_app.sandbox.bubblewrap import SandboxUnavailable
+    from honk_app.sandbox.factory import agent_sandbox
 
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:

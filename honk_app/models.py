@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 # Honk's own branches: it pushes only to these, and takes no configuration from them.
@@ -170,3 +171,8 @@ class Change:
         checks = [CheckResult(**check) for check in data.pop("checks")]
         replies = {int(key): value for key, value in data.pop("replies", {}).items()}
         return cls(checks=checks, replies=replies, **data)
+
+
+def transcript_path(data_dir: Path, run_id: int) -> Path:
+    """Where a run's agent transcript is: written by the run, read by its page."""
+    return data_dir / "runs" / str(run_id) / "transcript.jsonl"

@@ -18,32 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
+from anthropic import AsyncAnthropic
 
 from honk_app import metrics
 from honk_app.agent.loop import Agent, AgentAPIError, AgentResult, Budget, TurnUsage, Usage
 from honk_app.agent.prompts import checks_failed_prompt, system_prompt, task_prompt
-from honk_app.github.client import bot_email
-from honk_app.models import (
-    BRANCH_PREFIX,
-    Change,
-    CheckResult,
-    Outcome,
-)
-from honk_app.sandbox.bubblewrap import (
-    TIMEOUT_EXIT_CODE,
-    Sandbox,
-    SandboxLimits,
-    SandboxUnavailable,
-    check_available,
-)
+from honk_app.models import BRANCH_PREFIX, Change, CheckResult, Outcome
+from honk_app.sandbox.bubblewrap import TIMEOUT_EXIT_CODE, Sandbox, SandboxUnavailable
+from honk_app.sandbox.factory import agent_sandbox
 from honk_app.sandbox.tools import AgentTools
-from honk_app.sandbox.user import sandbox_user
 from honk_app.settings import (
     REPO_CONFIG_PATH,
     EffectiveLimits,
@@ -55,10 +44,6 @@ from honk_app.settings import (
 )
 from honk_app.workspace.checkout import NotAFile, Workspace
 
-if TYPE_CHECKING:
-    from honk_app.models import Run, Trigger
-    from honk_app.run.pipeline import Services, StatusUpdater
-
 log = structlog.get_logger()
 
 INSTRUCTION_FILES = ("AGENTS.md", "CLAUDE.md")
@@ -68,8 +53,6 @@ MAX_CONFIG_BYTES = 64 * 1024
 SETUP_TIMEOUT_SECONDS = 15 * 60.0
 CHECK_TIMEOUT_SECONDS = 5 * 60.0
 AGENT_WORK = "the agent's work"
-# Byte-code caches written by running the tests are not part of anyone's change.
-AGENT_ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "CI": "true"}
 
 
 class RunFailed(Exception):
@@ -102,49 +85,73 @@ class Deadline:
         return f"the run's time budget of {_duration(self.seconds)} ran out during {during}"
 
 
+class Progress(Protocol):
+    """What making a change tells the run as it goes: each step, and each turn's spend
+    (`line`: what the agent did, redacted). The run decides where that goes."""
+
+    async def step(self, text: str, *, force: bool = True) -> None: ...
+
+    async def turn(self, usage: Usage, line: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChangeRequest:
+    """What to change, for whom, and as whom to commit: values, not GitHub or the store."""
+
+    repo: str
+    number: int
+    title: str
+    body: str
+    requested_by: str  # a login: the commit's co-author
+    instruction: str | None
+    author_name: str  # the App's bot, who commits
+    author_email: str
+    transcript: Path  # where the agent's transcript is written, after every step
+    prompt: str | None = None  # a follow-up's prompt; None: the task prompt from the rest
+    require_change: bool = True
+
+
 async def make_change(
-    run: Run,
-    trigger: Trigger,
-    status: StatusUpdater,
-    services: Services,
+    settings: Settings,
     workspace: Workspace,
+    model: AsyncAnthropic | None,
+    progress: Progress,
+    request: ChangeRequest,
     *,
-    title: str,
-    body: str,
-    prompt: str | None = None,
-    require_change: bool = True,
+    redact: Callable[[str], str],
 ) -> Change:
     """Run the agent until it reports and the checks pass (or the rounds or the time run
-    out); commit."""
-    settings = services.settings
+    out); commit. Touches neither GitHub nor the store: the caller pushes and records."""
     config = await _repo_config(workspace)
     try:
         limits = effective_limits(settings, config)
     except RepoConfigError as error:
         raise RunFailed(Outcome.BAD_CONFIG, str(error)) from None
     deadline = Deadline(limits.timeout_seconds)
-    sandbox = _sandbox(services, workspace, network=False)
+    sandbox = _sandbox(settings, workspace, network=False)
     if config.setup:
-        await _setup(config, _sandbox(services, workspace, network=limits.network), status,
+        await _setup(config, _sandbox(settings, workspace, network=limits.network), progress,
                      deadline)
     instructions = await _instructions(workspace)
-    agent = _agent(run, services, sandbox, config, limits, status, instructions, deadline)
-    await status.step(f"working with {limits.model}")
+    agent = _agent(model, sandbox, config, limits, progress, instructions, deadline,
+                   transcript=request.transcript, redact=redact)
+    await progress.step(f"working with {limits.model}")
+    prompt = request.prompt
     if prompt is None:
         prompt = task_prompt(
-            repo=run.repo,
-            number=run.number,
-            title=title,
-            body=body,
-            instruction=trigger.instruction or None,
-            requested_by=trigger.sender,
+            repo=request.repo,
+            number=request.number,
+            title=request.title,
+            body=request.body,
+            instruction=request.instruction,
+            requested_by=request.requested_by,
         )
     result = await _converse(agent, agent.run(prompt), deadline)
-    checks = await _run_checks(config, sandbox, status, deadline)
+    checks = await _run_checks(config, sandbox, progress, deadline)
     for _ in range(limits.check_rounds):
         if result.report is None or all(check.passed for check in checks) or deadline.passed:
             break
-        await status.step("checks failed; the agent is fixing them")
+        await progress.step("checks failed; the agent is fixing them")
         result = await _converse(
             agent,
             agent.follow_up(
@@ -154,10 +161,8 @@ async def make_change(
             ),
             deadline,
         )
-        checks = await _run_checks(config, sandbox, status, deadline)
-    change = await _commit(
-        result, checks, trigger, services, workspace, status, require_change=require_change
-    )
+        checks = await _run_checks(config, sandbox, progress, deadline)
+    change = await _commit(result, checks, request, workspace, progress, redact=redact)
     if deadline.passed and not change.ready:
         change.out_of_time = deadline.ran_out(
             "the checks" if result.report is not None else AGENT_WORK)
@@ -198,37 +203,23 @@ async def _repo_config(workspace: Workspace) -> RepoConfig:
         raise RunFailed(Outcome.BAD_CONFIG, str(error)) from None
 
 
-def _sandbox(services: Services, workspace: Workspace, *, network: bool) -> Sandbox:
+def _sandbox(settings: Settings, workspace: Workspace, *, network: bool) -> Sandbox:
     try:
         # Read-only git (status, diff, log) works inside; nothing under .git is writable.
-        return agent_sandbox(services.settings, workspace.path,
+        return agent_sandbox(settings, workspace.path,
                              (workspace.common_dir, workspace.git_dir), network=network)
     except SandboxUnavailable as error:
         raise RunFailed(Outcome.NO_SANDBOX, str(error)) from None
 
 
-def agent_sandbox(settings: Settings, path: Path, read_only: Sequence[Path], *,
-                  network: bool) -> Sandbox:
-    """The sandbox every agent command, setup command and check runs in (and `honk sandbox`)."""
-    user = sandbox_user(settings.sandbox_uid, settings.sandbox_gid)
-    if not settings.unsafe_no_sandbox:
-        check_available(user)
-    limits = SandboxLimits(memory_bytes=settings.sandbox_memory_mb * 2**20,
-                           disk_bytes=settings.sandbox_disk_mb * 2**20,
-                           disk_files=settings.sandbox_files,
-                           **({"cpus": settings.sandbox_cpus} if settings.sandbox_cpus else {}))
-    return Sandbox(path, read_only_paths=read_only, network=network, limits=limits,
-                   env=AGENT_ENVIRONMENT, unsafe_no_sandbox=settings.unsafe_no_sandbox, user=user)
-
-
 async def _setup(
-    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater, deadline: Deadline
+    config: RepoConfig, sandbox: Sandbox, progress: Progress, deadline: Deadline
 ) -> None:
     for command in config.setup:
         if deadline.passed:
             raise RunFailed(Outcome.TIMED_OUT,
                             _setup_ran_out(deadline, f"setup, before `{command}`"))
-        await status.step(f"setup: `{command}`")
+        await progress.step(f"setup: `{command}`")
         result = await sandbox.run(command, timeout=deadline.cap(SETUP_TIMEOUT_SECONDS))
         if result.timed_out and deadline.passed:
             raise RunFailed(Outcome.TIMED_OUT,
@@ -250,38 +241,28 @@ def _setup_ran_out(deadline: Deadline, during: str) -> str:
 
 
 def _agent(
-    run: Run,
-    services: Services,
+    model: AsyncAnthropic | None,
     sandbox: Sandbox,
     config: RepoConfig,
     limits: EffectiveLimits,
-    status: StatusUpdater,
+    progress: Progress,
     instructions: str | None,
     deadline: Deadline,
+    *,
+    transcript: Path,
+    redact: Callable[[str], str],
 ) -> Agent:
-    if services.anthropic is None:
+    if model is None:
         raise RunFailed(Outcome.NO_MODEL,
                         "Honk has no ANTHROPIC_API_KEY; the operator must set it.")
-    stats = status.comment.stats
-    # A resumed run (its worker died) carries on counting from what was already spent.
-    base = replace(stats)
 
     async def on_turn(usage: Usage, line: str) -> None:
-        stats.turns = base.turns + usage.turns
-        stats.input_tokens = base.input_tokens + (
-            usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
-        )
-        stats.output_tokens = base.output_tokens + usage.output_tokens
-        stats.cost_usd = base.cost_usd + usage.cost_usd
-        await services.store.update(run.id, turns=stats.turns, input_tokens=stats.input_tokens,
-                                    output_tokens=stats.output_tokens, cost_usd=stats.cost_usd)
-        await status.step(f"turn {stats.turns}: {services.redactor(line)}", force=False)
+        await progress.turn(usage, redact(line))
         _count_usage(limits.model, usage.per_turn[-1])
 
-    transcript = services.settings.data_dir / "runs" / str(run.id) / "transcript.jsonl"
     transcript.parent.mkdir(parents=True, exist_ok=True)
     return Agent(
-        services.anthropic,
+        model,
         model=limits.model,
         system=system_prompt(instructions, config.instructions),
         tools=AgentTools(sandbox, sandbox.workspace),
@@ -294,7 +275,7 @@ def _agent(
         ),
         on_turn=on_turn,
         transcript_path=transcript,
-        on_wait=lambda line: status.step(line),
+        on_wait=lambda line: progress.step(line),
     )
 
 
@@ -341,7 +322,7 @@ async def _converse(
 
 
 async def _run_checks(
-    config: RepoConfig, sandbox: Sandbox, status: StatusUpdater, deadline: Deadline
+    config: RepoConfig, sandbox: Sandbox, progress: Progress, deadline: Deadline
 ) -> list[CheckResult]:
     results = []
     for command in config.checks:
@@ -349,7 +330,7 @@ async def _run_checks(
             results.append(CheckResult(command, TIMEOUT_EXIT_CODE,
                                        "Not run: the run's time budget ran out before it."))
             continue
-        await status.step(f"check: `{command}`")
+        await progress.step(f"check: `{command}`")
         outcome = await sandbox.run(command, timeout=deadline.cap(CHECK_TIMEOUT_SECONDS))
         results.append(CheckResult(command, outcome.exit_code, outcome.output))
     return results
@@ -369,28 +350,27 @@ def _duration(seconds: float) -> str:
 async def _commit(
     result: AgentResult,
     checks: list[CheckResult],
-    trigger: Trigger,
-    services: Services,
+    request: ChangeRequest,
     workspace: Workspace,
-    status: StatusUpdater,
+    progress: Progress,
     *,
-    require_change: bool,
+    redact: Callable[[str], str],
 ) -> Change:
     report = result.report
     title = report.title if report else "Honk's unfinished attempt"
     message = report.commit_message if report else f"{title}\n\n{result.detail}"
-    bot = await services.github.bot_login()
+    sender = request.requested_by
     sha = await workspace.commit(
-        services.redactor(message),
-        author_name=bot,
-        author_email=bot_email(bot),
-        co_authors=[f"{trigger.sender} <{trigger.sender}@users.noreply.github.com>"],
+        redact(message),
+        author_name=request.author_name,
+        author_email=request.author_email,
+        co_authors=[f"{sender} <{sender}@users.noreply.github.com>"],
     )
-    if sha is None and require_change and workspace.start_sha == workspace.base_sha:
+    if sha is None and request.require_change and workspace.start_sha == workspace.base_sha:
         reason = result.detail if report is None else "it reported without editing a file"
         raise RunFailed(Outcome.NO_CHANGES, f"The agent made no change to the code: {reason}")
     if sha is not None:
-        await status.step(f"committed `{sha[:7]}`")
+        await progress.step(f"committed `{sha[:7]}`")
     ready = report is not None and all(check.passed for check in checks)
     notes = [] if report else [f"The agent did not finish: {result.detail}"]
     summary = report.summary if report else "The agent stopped before it reported."

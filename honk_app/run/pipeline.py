@@ -18,46 +18,44 @@ import asyncio
 import contextlib
 import json
 import re
-from dataclasses import dataclass
 from typing import NoReturn
 
-import anthropic
 import structlog
 
 from honk_app import metrics
 from honk_app.agent.prompts import ReviewComment, review_prompt
 from honk_app.github.client import (
     MAX_BODY_CHARS,
-    GitHubApp,
     GitHubError,
     RepoGitHub,
     bot_email,
     cap_body,
 )
-from honk_app.models import Change, Outcome, Run, RunKind, RunState, Trigger
-from honk_app.redact import Redactor
-from honk_app.run.change import RunFailed, make_change
+from honk_app.models import Change, Outcome, Run, RunKind, RunState, Trigger, transcript_path
+from honk_app.run.change import ChangeRequest, RunFailed, make_change
 from honk_app.run.refusals import refuse_once
-from honk_app.run.status import Stats, StatusComment, pr_body, reply_marker, run_marker
+from honk_app.run.services import Services
+from honk_app.run.status import (
+    RunProgress,
+    Stats,
+    StatusComment,
+    StatusUpdater,
+    pr_body,
+    reply_marker,
+)
 from honk_app.run.stops import stop_requests_watched
-from honk_app.settings import Settings
-from honk_app.store.runs import RunStore
 from honk_app.workspace.checkout import (
     BaseBranchMissing,
     GitError,
     GitRemote,
     PushRejected,
     Workspace,
-    WorkspaceManager,
 )
 
 log = structlog.get_logger()
 
 LABEL_COLOR = "7057ff"
 LABEL_DESCRIPTION = "Ask Honk to open a pull request for this issue"
-STATUS_EDIT_INTERVAL_SECONDS = 3.0
-# After a mid-run edit GitHub refused, the next ones wait this long (no hammering).
-STATUS_QUIET_SECONDS = 15.0
 MAX_OUTAGE_RETRIES = 5
 PUSH_ATTEMPTS = 3
 PUSH_BACKOFF_SECONDS = 2.0
@@ -66,76 +64,6 @@ MAX_BRANCH_NAMES = 5
 
 class RetryLater(Exception):
     """GitHub or the git host cannot be reached now; the run goes back to the queue."""
-
-
-@dataclass
-class Services:
-    settings: Settings
-    store: RunStore
-    github: GitHubApp
-    workspaces: WorkspaceManager
-    anthropic: anthropic.AsyncAnthropic | None
-    redactor: Redactor
-
-
-class StatusUpdater:
-    """Posts the status comment once, then edits it in place (at most every few seconds).
-
-    Reporting never ends a run: an edit GitHub does not take is logged, and the next one
-    carries the newest text (creating the comment, if that is what failed)."""
-
-    def __init__(self, gh: RepoGitHub, store: RunStore, run: Run, comment: StatusComment) -> None:
-        self.gh = gh
-        self.store = store
-        self.run = run
-        self.comment = comment
-        self._last_edit = 0.0
-        self._quiet_until = 0.0
-        self.last_error: GitHubError | None = None
-
-    async def show(self, text: str, *, force: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        if not force and loop.time() - self._last_edit < STATUS_EDIT_INTERVAL_SECONDS:
-            return
-        if loop.time() < self._quiet_until:
-            return  # the next edit after the pause carries the newest text
-        self._last_edit = loop.time()
-        if not await self.deliver(text, quick=True):
-            self._quiet_until = loop.time() + STATUS_QUIET_SECONDS
-
-    async def deliver(self, text: str, *, quick: bool = False) -> bool:
-        """Put `text` in the status comment; False if GitHub did not take it."""
-        try:
-            await self._send(text, quick=quick)
-        except GitHubError as error:
-            log.warning("status comment not updated", run_id=self.run.id, error=str(error))
-            self.last_error = error
-            return False
-        return True
-
-    async def _send(self, text: str, *, quick: bool) -> None:
-        if self.run.status_comment_id is not None:
-            try:
-                await self.gh.edit_comment(self.run.status_comment_id, text, quick=quick)
-                return
-            except GitHubError as error:
-                if error.status != 404:
-                    raise
-                self.run.status_comment_id = None  # someone deleted it: post a new one
-        # The marker lets a retry whose first answer was lost find the comment it made.
-        self.run.status_comment_id = await self.gh.comment(
-            self.run.number, text, marker=run_marker(self.run.id), quick=quick
-        )
-        await self.store.update(self.run.id, status_comment_id=self.run.status_comment_id)
-
-    async def finish(self, text: str) -> None:
-        """The final state: if GitHub does not take it now, it is owed and re-sent later."""
-        if not await self.deliver(text):
-            await self.store.owe_status(self.run.id, text)
-
-    async def step(self, text: str, *, force: bool = True) -> None:
-        self.comment.step(text)
-        await self.show(self.comment.working(), force=force)
 
 
 async def execute(run: Run, services: Services) -> None:
@@ -507,16 +435,27 @@ async def _change_or_resume(
         if run.pushed_sha or change.sha is None or await workspace.adopt(change.sha):
             log.info("run resumed with its earlier change", run_id=run.id, sha=change.sha)
             return change
-    change = await make_change(
-        run,
-        trigger,
-        status,
-        services,
-        workspace,
+    bot = await services.github.bot_login()
+    request = ChangeRequest(
+        repo=run.repo,
+        number=run.number,
         title=title,
         body=body,
+        requested_by=trigger.sender,
+        instruction=trigger.instruction or None,
+        author_name=bot,
+        author_email=bot_email(bot),
+        transcript=transcript_path(services.settings.data_dir, run.id),
         prompt=prompt,
         require_change=require_change,
+    )
+    change = await make_change(
+        services.settings,
+        workspace,
+        services.anthropic,
+        RunProgress(run, services.store, status),
+        request,
+        redact=services.redactor,
     )
     await services.store.update(run.id, report=json.dumps(change.to_json()))
     return change

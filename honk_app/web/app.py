@@ -14,7 +14,6 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import anthropic
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -23,13 +22,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from honk_app import metrics
-from honk_app.github.client import GitHubApp
 from honk_app.redact import Redactor
-from honk_app.run.pipeline import Services, execute, keep_statuses_true
-from honk_app.sandbox.user import sandbox_user
+from honk_app.run.pipeline import execute, keep_statuses_true
+from honk_app.run.services import build_services
 from honk_app.settings import Settings
 from honk_app.store.db import DatabaseUnavailable
-from honk_app.store.runs import RunStore
 from honk_app.web import pages
 from honk_app.web.runs_pages import RunsPages
 from honk_app.web.setup import AppCredentials, Onboarding
@@ -37,29 +34,8 @@ from honk_app.web.signin import GitHubSignIn
 from honk_app.web.webhooks import WebhookReceiver
 from honk_app.workers.backend import Backend, Workers, open_backend
 from honk_app.workers.pool import Backoff, pause
-from honk_app.workspace.checkout import WorkspaceManager
 
 log = structlog.get_logger()
-
-
-def build_services(settings: Settings, store: RunStore, redactor: Redactor) -> Services:
-    model = None
-    if settings.anthropic_api_key:
-        model = anthropic.AsyncAnthropic(
-            api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url, max_retries=4
-        )
-    return Services(
-        settings=settings,
-        store=store,
-        github=GitHubApp(settings, redactor),
-        workspaces=WorkspaceManager(
-            settings.data_dir,
-            sandbox=sandbox_user(settings.sandbox_uid, settings.sandbox_gid),
-            remote_timeout_seconds=settings.git_timeout_seconds,
-        ),
-        anthropic=model,
-        redactor=redactor,
-    )
 
 
 class Live:

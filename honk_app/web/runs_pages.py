@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from honk_app.models import Run, RunKind
+from honk_app.models import Run, RunKind, transcript_path
 from honk_app.redact import Redactor
 from honk_app.settings import Settings
 from honk_app.store.runs import RunStore
@@ -83,7 +83,7 @@ class RunsPages:
                            "number in a repository you can read.</p>", viewer=viewer.login),
                 status_code=404,
             )
-        transcript = self._settings().data_dir / "runs" / str(run.id) / "transcript.jsonl"
+        transcript = transcript_path(self._settings().data_dir, run.id)
         records = read_transcript(transcript)
         body = (
             f"<h1>Run {run.id}: {escape(run.repo)}#{run.number}</h1>"
