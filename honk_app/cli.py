@@ -123,7 +123,7 @@ def _report_sandbox(settings: Settings) -> None:
 
 def _environment() -> dict[str, str]:
     """The process environment over `.env` (written by the setup page) in the working dir."""
-    from honk_app.web.setup import read_dotenv
+    from honk_app.settings import read_dotenv
 
     return {**read_dotenv(Path(".env")), **os.environ}
 

@@ -1,7 +1,8 @@
 """Settings: the server's from the environment, a repository's from `.github/honk.yml`.
 
 Both are read once into typed, frozen objects and passed down; nothing below this module
-reads `os.environ`.
+reads `os.environ`. `.env` (read under the environment at start, written by the setup page)
+is read and written here too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,3 +362,52 @@ def effective_limits(settings: Settings, repo: RepoConfig) -> EffectiveLimits:
         check_rounds=min(repo.check_rounds, settings.check_rounds_cap),
         network=repo.network and settings.allow_network,
     )
+
+
+# --- .env ------------------------------------------------------------------------------
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """`NAME=value` lines; quotes around a value are dropped, `#` lines are comments."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name and not name.startswith("#"):
+            values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def write_dotenv(path: Path, values: Mapping[str, str]) -> None:
+    """Set `values` in the file, keeping its other lines; the file ends up mode 0600.
+
+    Written to a private temporary file and renamed over the old one, so the secrets are
+    never readable by others, not even for a moment, and a crash leaves the old file whole.
+    """
+    lines = path.read_text().splitlines() if path.is_file() else []
+    pending = dict(values)
+    kept = []
+    for line in lines:
+        name = line.strip().partition("=")[0].strip()
+        if name in pending:
+            kept.append(f"{name}={_quoted(pending.pop(name))}")
+        else:
+            kept.append(line)
+    kept += [f"{name}={_quoted(value)}" for name, value in pending.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=".env.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write("\n".join(kept) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _quoted(value: str) -> str:
+    return f'"{value}"' if re.search(r"[\s#'\"\\]", value) else value

@@ -17,16 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from honk_app.settings import load_settings
-from honk_app.web.app import create_app
-from honk_app.web.setup import (
+from honk_app.github.manifest import (
     build_manifest,
     github_web_url,
     load_manifest_template,
-    read_dotenv,
     registration_url,
-    write_dotenv,
 )
+from honk_app.settings import load_settings, read_dotenv, write_dotenv
+from honk_app.web.app import create_app
 from honk_sim.github import GitHubSim
 from honk_sim.github_auth import new_rsa_key_pair
 from honk_sim.loopback import LoopbackServer, free_port

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from honk_app.web.setup import AppCredentials, write_dotenv
+from honk_app.github.manifest import AppCredentials
+from honk_app.settings import write_dotenv
 from honk_sim.github_auth import new_rsa_key_pair
 from honk_sim.loopback import free_port
 

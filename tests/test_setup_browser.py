@@ -12,9 +12,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from honk_app.run.pipeline import LABEL_COLOR, LABEL_DESCRIPTION
-from honk_app.settings import load_settings
+from honk_app.settings import load_settings, read_dotenv
 from honk_app.web.app import create_app
-from honk_app.web.setup import read_dotenv
 from honk_sim.github import GitHubSim
 from honk_sim.loopback import LoopbackServer, free_port
 

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from honk_app import metrics
+from honk_app.github.manifest import AppCredentials
 from honk_app.redact import Redactor
 from honk_app.run.pipeline import execute, keep_statuses_true
 from honk_app.run.services import build_services
@@ -29,7 +30,7 @@ from honk_app.settings import Settings
 from honk_app.store.db import DatabaseUnavailable
 from honk_app.web import pages
 from honk_app.web.runs_pages import RunsPages
-from honk_app.web.setup import AppCredentials, Onboarding
+from honk_app.web.setup import Onboarding
 from honk_app.web.signin import GitHubSignIn
 from honk_app.web.webhooks import WebhookReceiver
 from honk_app.workers.backend import Backend, Workers, open_backend

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from honk_app.github.manifest import AppCredentials
 from honk_app.settings import Settings
-
-if TYPE_CHECKING:
-    from honk_app.web.setup import AppCredentials
 
 STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }

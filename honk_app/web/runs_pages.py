@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from honk_app.github.manifest import github_web_url
 from honk_app.models import Run, RunKind, transcript_path
 from honk_app.redact import Redactor
 from honk_app.settings import Settings
 from honk_app.store.runs import RunStore
 from honk_app.web import charts, pages
-from honk_app.web.setup import github_web_url
 from honk_app.web.signin import GitHubSignIn, SignInError, Viewer, oauth_configured
 
 LIST_LIMIT = 200

@@ -16,33 +16,33 @@ register an App anyway, which is why the page closes once Honk is registered.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
-import yaml
-from githubkit import GitHub
-from githubkit.exception import GitHubException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from honk_app.github.client import describe
-from honk_app.settings import Settings
+from honk_app.github.client import GitHubError
+from honk_app.github.manifest import (
+    AppCredentials,
+    build_manifest,
+    convert_code,
+    github_web_url,
+    registration_url,
+)
+from honk_app.settings import Settings, write_dotenv
 from honk_app.web import pages
 from honk_app.web.same_origin import CROSS_SITE_SENTENCE, from_this_site
 
 log = structlog.get_logger()
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "app-manifest.yml"
 STATE_SECONDS = 30 * 60
 MAX_PENDING_STATES = 100
 MAX_FORM_BYTES = 16 * 1024
@@ -58,77 +58,6 @@ class SetupError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class AppCredentials:
-    """What GitHub's manifest conversion returns: the new App and its secrets."""
-
-    app_id: int
-    slug: str
-    html_url: str
-    private_key: str = field(repr=False)
-    webhook_secret: str = field(repr=False)
-    client_id: str
-    client_secret: str = field(repr=False)
-
-    @property
-    def install_url(self) -> str:
-        return f"{self.html_url}/installations/new"
-
-    def env(self) -> dict[str, str]:
-        """The `.env` lines Honk reads at start-up (config.load_settings)."""
-        return {
-            "APP_ID": str(self.app_id),
-            # One line: config.py turns the literal `\n` back into line breaks.
-            "PRIVATE_KEY": self.private_key.strip().replace("\n", "\\n"),
-            "WEBHOOK_SECRET": self.webhook_secret,
-            "GITHUB_CLIENT_ID": self.client_id,
-            "GITHUB_CLIENT_SECRET": self.client_secret,
-        }
-
-
-def github_web_url(api_url: str) -> str:
-    """GitHub's web address for an API address: github.com, or a GHES (or simulator) host."""
-    api_url = api_url.rstrip("/")
-    parts = urlsplit(api_url)
-    if parts.hostname == "api.github.com":
-        return "https://github.com"
-    return api_url.removesuffix("/api/v3")
-
-
-def load_manifest_template(path: Path = MANIFEST_PATH) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must be a mapping")
-    return data
-
-
-def build_manifest(
-    public_url: str, *, webhook_url: str | None = None, template: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The manifest GitHub receives: the App's events and permissions, this server's URLs.
-
-    `webhook_url` replaces `{public_url}/api/github/webhooks` when deliveries go through a
-    relay (smee.io) while the browser reaches Honk directly.
-    """
-    base = public_url.rstrip("/")
-    manifest = dict(template if template is not None else load_manifest_template())
-    manifest.update(
-        url=base,
-        hook_attributes={"url": webhook_url or f"{base}/api/github/webhooks", "active": True},
-        redirect_url=f"{base}/setup/callback",
-        callback_urls=[f"{base}/auth/callback"],
-        setup_url=f"{base}/",
-        request_oauth_on_install=False,
-    )
-    return manifest
-
-
-def registration_url(web_url: str, state: str, organization: str | None = None) -> str:
-    """Where the manifest form posts: the person's settings or the organisation's."""
-    where = f"/organizations/{organization}" if organization else ""
-    return f"{web_url}{where}/settings/apps/new?{urlencode({'state': state})}"
-
-
 def public_url_of(value: str, *, what: str = "public URL") -> str:
     """A URL as typed on the page, checked: http(s), a host, no query."""
     value = value.strip().rstrip("/")
@@ -136,81 +65,6 @@ def public_url_of(value: str, *, what: str = "public URL") -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
         raise SetupError(f"The {what} must look like https://honk.example.com.")
     return value
-
-
-async def convert_code(api_url: str, code: str) -> AppCredentials:
-    """Exchange the manifest flow's one-time code for the new App's credentials."""
-    try:
-        async with GitHub(base_url=api_url, timeout=30, http_cache=False) as github:
-            response = await github.rest.apps.async_create_from_manifest(code)
-    except GitHubException as error:
-        raise SetupError(
-            f"GitHub did not accept the registration code ({describe(error)}); "
-            "codes work once and expire after an hour: start again from the setup page.",
-            status=502,
-        ) from None
-    data = response.parsed_data
-    if not data.webhook_secret:
-        raise SetupError("GitHub created the App without a webhook secret; delete it on "
-                         f"GitHub ({data.html_url}) and start again.", status=502)
-    return AppCredentials(
-        app_id=data.id,
-        slug=data.slug if isinstance(data.slug, str) and data.slug else data.name,
-        html_url=data.html_url,
-        private_key=data.pem,
-        webhook_secret=data.webhook_secret,
-        client_id=data.client_id,
-        client_secret=data.client_secret,
-    )
-
-
-# --- .env ----------------------------------------------------------------------------
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """`NAME=value` lines; quotes around a value are dropped, `#` lines are comments."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        name, sep, value = line.strip().partition("=")
-        if sep and name and not name.startswith("#"):
-            values[name.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def write_dotenv(path: Path, values: Mapping[str, str]) -> None:
-    """Set `values` in the file, keeping its other lines; the file ends up mode 0600.
-
-    Written to a private temporary file and renamed over the old one, so the secrets are
-    never readable by others, not even for a moment, and a crash leaves the old file whole.
-    """
-    lines = path.read_text().splitlines() if path.is_file() else []
-    pending = dict(values)
-    kept = []
-    for line in lines:
-        name = line.strip().partition("=")[0].strip()
-        if name in pending:
-            kept.append(f"{name}={_quoted(pending.pop(name))}")
-        else:
-            kept.append(line)
-    kept += [f"{name}={_quoted(value)}" for name, value in pending.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".env.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write("\n".join(kept) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _quoted(value: str) -> str:
-    return f'"{value}"' if re.search(r"[\s#'\"\\]", value) else value
 
 
 # --- the routes --------------------------------------------------------------------------
@@ -273,7 +127,10 @@ class Onboarding:
             code = request.query_params.get("code", "")
             if not code:
                 raise SetupError("GitHub sent no code back; start again from the setup page.")
-            credentials = await convert_code(settings.github_api_url, code)
+            try:
+                credentials = await convert_code(settings.github_api_url, code)
+            except GitHubError as error:
+                raise SetupError(str(error), status=502) from None
             self._save(credentials)
         except SetupError as error:
             log.warning("app registration failed", reason=str(error))

@@ -33,10 +33,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from honk_app.github.client import describe
+from honk_app.github.manifest import github_web_url
 from honk_app.settings import Settings
 from honk_app.web import pages
 from honk_app.web.same_origin import CROSS_SITE_SENTENCE, from_this_site
-from honk_app.web.setup import github_web_url
 
 log = structlog.get_logger()
 
