@@ -21,19 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import structlog
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from githubkit import GitHub, TokenAuthStrategy
-from githubkit.exception import GitHubException, RequestFailed
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from honk_app.github.client import describe
-from honk_app.github.manifest import github_web_url
+from honk_app.github import oauth
+from honk_app.github.client import GitHubError
 from honk_app.settings import Settings
 from honk_app.web import pages
 from honk_app.web.same_origin import CROSS_SITE_SENTENCE, from_this_site
@@ -128,38 +125,14 @@ class GitHubSignIn:
         if cached and cached[0] > now:
             return cached[1]
         try:
-            names = await self._ask_github(viewer)
-        except GitHubException as error:
-            if isinstance(error, RequestFailed) and error.response.status_code == 401:
+            names = await oauth.readable_repos(self._settings().github_api_url, viewer.token)
+        except GitHubError as error:
+            if error.status == 401:
                 return None  # the token expired or was revoked: sign in again
-            raise SignInError(
-                f"GitHub could not list your repositories ({describe(error)})."
-            ) from None
+            raise SignInError(f"GitHub could not list your repositories ({error}).") from None
         self._repos = {t: c for t, c in self._repos.items() if c[0] > now}
         self._repos[viewer.token] = (now + REPOS_CACHE_SECONDS, names)
         return names
-
-    async def _ask_github(self, viewer: Viewer) -> frozenset[str]:
-        names: set[str] = set()
-        async with self._user_client(viewer.token) as github:
-            installations = github.rest.paginate(
-                github.rest.apps.async_list_installations_for_authenticated_user,
-                map_func=lambda response: response.parsed_data.installations,
-                per_page=100,
-            )
-            async for installation in installations:
-                try:
-                    async for repo in github.rest.paginate(
-                        github.rest.apps.async_list_installation_repos_for_authenticated_user,
-                        map_func=lambda response: response.parsed_data.repositories,
-                        installation_id=installation.id,
-                        per_page=100,
-                    ):
-                        names.add(repo.full_name)
-                except RequestFailed as error:
-                    if error.response.status_code != 404:  # none of it is visible to them
-                        raise
-        return frozenset(names)
 
     def redirect_to_signin(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -178,15 +151,9 @@ class GitHubSignIn:
             query = urlencode({"next": _local(request.query_params), "moved": "1"})
             return RedirectResponse(f"{public}/auth/signin?{query}", status_code=302)
         state = secrets.token_urlsafe(24)
-        query = {
-            "client_id": settings.client_id,
-            "redirect_uri": self._callback_url(request),
-            "state": state,
-        }
-        web_url = github_web_url(settings.github_api_url)
-        response = RedirectResponse(
-            f"{web_url}/login/oauth/authorize?{urlencode(query)}", status_code=302
-        )
+        target = oauth.authorize_url(settings.github_api_url, client_id=settings.client_id or "",
+                                     redirect_uri=self._callback_url(request), state=state)
+        response = RedirectResponse(target, status_code=302)
         cookie = self._codec().dump({"state": state, "next": _local(request.query_params)})
         self._set_cookie(response, request, SIGNIN_COOKIE, cookie, SIGNIN_SECONDS, path="/auth")
         return response
@@ -202,15 +169,15 @@ class GitHubSignIn:
             return _refused("This sign-in was not started here, or it took too long.")
         try:
             token = await self._exchange(settings, request)
-            async with self._user_client(token) as github:
-                user = (await github.rest.users.async_get_authenticated()).parsed_data
         except SignInError as error:
             return _refused(str(error))
-        except GitHubException as error:
-            return _refused(f"GitHub would not say who you are ({describe(error)}).")
-        log.info("signed in", login=user.login)
+        try:
+            login = await oauth.login_of(settings.github_api_url, token)
+        except GitHubError as error:
+            return _refused(f"GitHub would not say who you are ({error}).")
+        log.info("signed in", login=login)
         response = RedirectResponse(str(started.get("next") or "/runs"), status_code=302)
-        session = self._codec().dump({"login": user.login, "token": token})
+        session = self._codec().dump({"login": login, "token": token})
         self._set_cookie(response, request, SESSION_COOKIE, session, SESSION_SECONDS)
         response.delete_cookie(SIGNIN_COOKIE, path="/auth")
         return response
@@ -231,30 +198,14 @@ class GitHubSignIn:
         code = request.query_params.get("code", "")
         if not code:
             raise SignInError("GitHub sent no code back.")
-        url = f"{github_web_url(settings.github_api_url)}/login/oauth/access_token"
-        form = {
-            "client_id": settings.client_id,
-            "client_secret": settings.client_secret,
-            "code": code,
-            "redirect_uri": self._callback_url(request),
-        }
         try:
-            async with httpx.AsyncClient(timeout=30) as http:
-                response = await http.post(url, data=form, headers={"Accept": "application/json"})
-            data = response.json()
-        except (httpx.HTTPError, ValueError) as error:
-            raise SignInError(f"GitHub could not be reached ({type(error).__name__}).") from None
-        # GitHub answers OAuth errors with 200 and an `error` field.
-        if not isinstance(data, dict) or not data.get("access_token"):
-            reason = data.get("error_description") if isinstance(data, dict) else None
-            raise SignInError(f"GitHub refused the sign-in: {reason or response.status_code}.")
-        return str(data["access_token"])
-
-    def _user_client(self, token: str) -> GitHub[TokenAuthStrategy]:
-        return GitHub(
-            TokenAuthStrategy(token), base_url=self._settings().github_api_url, timeout=30,
-            http_cache=False,  # with the cache on, githubkit's timeout is not enforced
-        )
+            return await oauth.exchange_code(
+                settings.github_api_url, client_id=settings.client_id or "",
+                client_secret=settings.client_secret or "", code=code,
+                redirect_uri=self._callback_url(request),
+            )
+        except GitHubError as error:
+            raise SignInError(str(error)) from None
 
     def _callback_url(self, request: Request) -> str:
         base = self._settings().public_url or str(request.base_url).rstrip("/")
