@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from honk_app.logs import configure_logging
+from honk_app.models import Run
 from honk_app.redact import Redactor
 from honk_app.settings import Settings, SettingsError, load_settings
 
@@ -153,7 +154,7 @@ async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
     import json
 
     from honk_app.store.db import DatabaseUnavailable
-    from honk_app.web.views import newest_runs, run_record, table
+    from honk_app.web.views import run_record, table
 
     try:
         runs = await newest_runs(settings, limit=limit)
@@ -169,6 +170,18 @@ async def _runs(settings: Settings, *, json_lines: bool, limit: int) -> int:
         print("No runs yet.")
     return 0
 
+
+
+async def newest_runs(settings: Settings, *, limit: int) -> list[Run]:
+    """The newest runs on SQLite or PostgreSQL, whichever DATABASE_URL names."""
+    from honk_app.workers.backend import open_backend
+
+    backend = open_backend(settings)
+    await backend.start(wait=False)
+    try:
+        return await backend.store.of_repos(None, limit=limit)
+    finally:
+        await backend.close()
 
 async def _worker(settings: Settings, redactor: Redactor, *, lease_seconds: float | None) -> int:
     from honk_app.run.pipeline import execute, keep_statuses_true

@@ -27,6 +27,7 @@ from honk_app.settings import Settings
 from honk_app.store.runs import RunStore
 from honk_app.web import charts, pages
 from honk_app.web.signin import GitHubSignIn, SignInError, Viewer, oauth_configured
+from honk_app.web.views import duration_text, run_seconds, when
 
 LIST_LIMIT = 200
 CHART_DAYS = 30
@@ -245,29 +246,6 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
     if len(raw) > MAX_TRANSCRIPT_BYTES:
         records.append({"kind": "truncated"})
     return records
-
-
-def run_seconds(run: Run, *, now: float | None = None) -> float | None:
-    """Wall time from claim to end (to now while it runs); None if it never started."""
-    if run.started_at is None:
-        return None
-    end = run.finished_at or (now if now is not None else time.time())
-    return max(0.0, end - run.started_at)
-
-
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m {seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:02.0f}m"
-
-
-def when(timestamp: float, *, seconds: bool = False) -> str:
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " UTC"
 
 
 def _is_call(block: Any) -> bool:

@@ -1,28 +1,18 @@
-"""`honk runs`: the runs in a terminal table, or one JSON object per run for scripts."""
+"""Runs as a person reads them: in a terminal table or as JSON lines (`honk runs`), and
+the durations and times the runs pages show too."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from honk_app.models import Run, RunKind
-from honk_app.settings import Settings
-from honk_app.web.runs_pages import duration_text, run_seconds, when
-from honk_app.workers.backend import open_backend
 
 COLUMNS = ("run", "state", "outcome", "repository", "#", "kind", "asked by", "turns", "cost",
            "duration", "pr", "created")
 RIGHT_ALIGNED = {"run", "#", "turns", "cost", "duration", "pr"}
-
-
-async def newest_runs(settings: Settings, *, limit: int) -> list[Run]:
-    """The newest runs on SQLite or PostgreSQL, whichever DATABASE_URL names."""
-    backend = open_backend(settings)
-    await backend.start(wait=False)
-    try:
-        return await backend.store.of_repos(None, limit=limit)
-    finally:
-        await backend.close()
 
 
 def run_record(run: Run) -> dict[str, Any]:
@@ -69,3 +59,26 @@ def table(runs: Sequence[Run]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def run_seconds(run: Run, *, now: float | None = None) -> float | None:
+    """Wall time from claim to end (to now while it runs); None if it never started."""
+    if run.started_at is None:
+        return None
+    end = run.finished_at or (now if now is not None else time.time())
+    return max(0.0, end - run.started_at)
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m {seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:02.0f}m"
+
+
+def when(timestamp: float, *, seconds: bool = False) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " UTC"
