@@ -254,7 +254,7 @@ async def test_a_database_of_the_previous_version_is_brought_up_to_date(
     dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database made before event keys existed keeps its deliveries and gains the key."""
-    from honk_app.store import runs
+    from honk_app.store import migrations
 
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[Backend]:
@@ -269,7 +269,7 @@ async def test_a_database_of_the_previous_version_is_brought_up_to_date(
         if dialect == "postgresql":
             url = stack.enter_context(fresh_schema())
         with monkeypatch.context() as patched:
-            patched.setattr(runs, "MIGRATIONS", runs.MIGRATIONS[:-1])  # all but ours
+            patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:-1])  # all but ours
             async with opened() as old:
                 old_store = old.store
 

@@ -18,93 +18,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from honk_app.models import ACTIVE_STATES, Outcome, Run, RunState, Trigger
-from honk_app.store.db import Sql, Storage, applied_migrations, ddl, lock_schema, record_migration
+from honk_app.store import migrations
+from honk_app.store.db import Sql, Storage
 
-_DELIVERIES_AND_RUNS = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    id TEXT PRIMARY KEY,
-    event TEXT NOT NULL,
-    action TEXT,
-    received_at DOUBLE PRECISION NOT NULL,
-    outcome TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id {id},
-    delivery_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    repo TEXT NOT NULL,
-    number BIGINT NOT NULL,
-    lock_key TEXT NOT NULL,
-    installation_id BIGINT NOT NULL,
-    sender TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    state TEXT NOT NULL,
-    outcome TEXT,
-    detail TEXT,
-    attempts BIGINT NOT NULL DEFAULT 0,
-    cancel_requested BIGINT NOT NULL DEFAULT 0,
-    worker_id TEXT,
-    created_at DOUBLE PRECISION NOT NULL,
-    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
-    started_at DOUBLE PRECISION,
-    heartbeat_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    status_comment_id BIGINT,
-    branch TEXT,
-    pushed_sha TEXT,
-    pr_number BIGINT,
-    report TEXT,
-    turns BIGINT NOT NULL DEFAULT 0,
-    input_tokens BIGINT NOT NULL DEFAULT 0,
-    output_tokens BIGINT NOT NULL DEFAULT 0,
-    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS runs_state ON runs (state, lock_key, id);
-CREATE INDEX IF NOT EXISTS runs_lock_key ON runs (lock_key, state);
-"""
-
-# A run's final state that GitHub has not accepted yet (its status comment still says
-# "working"): `final_status` is the body to send (NULL: rendered from outcome and detail).
-_STATUS_OWED = """
-ALTER TABLE runs ADD COLUMN status_owed BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE runs ADD COLUMN final_status TEXT;
-CREATE INDEX IF NOT EXISTS runs_status_owed ON runs (status_owed);
-"""
-
-# What a delivery is, beside its id (see `triggers.event_key`): a signed delivery posted
-# again under a new X-GitHub-Delivery has the same key and queues nothing. Requests to stop
-# wait here until a worker has checked who sent them; refusals are remembered so that a
-# person is told once per issue, not at every attempt.
-_EVENT_KEYS_STOPS_REFUSALS = """
-ALTER TABLE deliveries ADD COLUMN event_key TEXT;
-CREATE UNIQUE INDEX IF NOT EXISTS deliveries_event_key ON deliveries (event_key);
-CREATE INDEX IF NOT EXISTS deliveries_received_at ON deliveries (received_at);
-CREATE TABLE IF NOT EXISTS stop_requests (
-    id {id},
-    delivery_id TEXT NOT NULL,
-    lock_key TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    comment_id BIGINT,
-    received_at DOUBLE PRECISION NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS stop_requests_lock_key ON stop_requests (lock_key, state);
-CREATE TABLE IF NOT EXISTS refusals (
-    lock_key TEXT NOT NULL,
-    login TEXT NOT NULL,
-    refused_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (lock_key, login)
-);
-"""
-
-# Schema changes, oldest first, each applied once and recorded in honk_migrations. Append
-# new ones; never edit one that has shipped.
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("honk/0001-deliveries-and-runs", _DELIVERIES_AND_RUNS),
-    ("honk/0002-status-owed", _STATUS_OWED),
-    ("honk/0003-event-keys-stops-refusals", _EVENT_KEYS_STOPS_REFUSALS),
-)
-SCHEMA = ddl(_DELIVERIES_AND_RUNS, "sqlite")
 # How long deliveries (and their event keys), stop requests and refusals are kept. A
 # delivery whose event is older than this is not acted on (`triggers.event_time`), so a
 # replay cannot outlive the key that would have caught it. GitHub redelivers up to 3 days.
@@ -151,21 +67,7 @@ class RunStore:
     async def migrate(self) -> list[str]:
         """Create or bring up to date the tables; the names of the changes applied."""
 
-        async def op(sql: Sql) -> list[str]:
-            await lock_schema(sql)
-            done = await applied_migrations(sql)
-            applied = []
-            for name, template in MIGRATIONS:
-                if name in done:
-                    continue
-                for statement in ddl(template, sql.dialect).split(";"):
-                    if statement.strip():
-                        await sql.execute(statement)
-                await record_migration(sql, name)
-                applied.append(name)
-            return applied
-
-        return await self.db.call(op)
+        return await self.db.call(migrations.migrate_runs)
 
     async def record_delivery(
         self,

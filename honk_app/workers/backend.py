@@ -113,7 +113,7 @@ class PostgresBackend:
 
         With `wait`, a database that cannot be reached yet is waited for.
         """
-        from honk_app.workers.jobs import migrate_jobs
+        from honk_app.store.migrations import migrate_jobs
 
         await self.db.start()
         while True:

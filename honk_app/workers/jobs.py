@@ -34,7 +34,6 @@ import contextlib
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import procrastinate
@@ -42,16 +41,12 @@ import structlog
 from procrastinate import exceptions as procrastinate_errors
 from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
-from procrastinate.schema import SchemaManager
 
 from honk_app import metrics
 from honk_app.models import Outcome, RunState
 from honk_app.store.db import (
     DatabaseUnavailable,
     Sql,
-    applied_migrations,
-    lock_schema,
-    record_migration,
 )
 from honk_app.store.postgres import PostgresDatabase, PostgresSql, is_unreachable
 from honk_app.store.runs import Enqueue, RunStore
@@ -66,7 +61,6 @@ RESTART_SECONDS = 1.0
 ABORT_POLL_SECONDS = 60.0  # procrastinate's own abort requests; Honk stops runs by lease
 # How long a worker's query waits for a connection: longer than a database restart takes.
 POOL_TIMEOUT = 60.0
-_PROCRASTINATE = "procrastinate/"
 
 
 class HandBack(Exception):
@@ -131,36 +125,6 @@ def enqueuer(app: procrastinate.App) -> Enqueue:
         await deferrer.defer_async(run_id=run_id)
 
     return enqueue
-
-
-async def migrate_jobs(db: PostgresDatabase) -> list[str]:
-    """Install procrastinate's schema, or apply the migrations it shipped since."""
-
-    async def op(sql: Sql) -> list[str]:
-        assert isinstance(sql, PostgresSql)
-        await lock_schema(sql)
-        done = await applied_migrations(sql)
-        files = sorted(Path(SchemaManager.get_migrations_path()).glob("*.sql"))
-        installed = (await sql.execute("SELECT to_regclass('procrastinate_jobs') AS t")).first()
-        applied: list[str] = []
-        if installed is None or installed["t"] is None:
-            await sql.connection.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
-            applied.append(f"{_PROCRASTINATE}schema.sql")
-            pending = [f.name for f in files]  # the schema includes every one of them
-        elif not any(name.startswith(_PROCRASTINATE) for name in done):
-            log.warning("procrastinate's schema was installed outside Honk; taking it as current")
-            pending = [f.name for f in files]
-        else:
-            pending = []
-            for file in files:
-                if f"{_PROCRASTINATE}{file.name}" not in done:
-                    await sql.connection.execute(file.read_text())  # type: ignore[arg-type]
-                    applied.append(f"{_PROCRASTINATE}{file.name}")
-        for name in {*applied, *(f"{_PROCRASTINATE}{name}" for name in pending)}:
-            await record_migration(sql, name)
-        return applied
-
-    return await db.call(op)
 
 
 class JobWorkers:
