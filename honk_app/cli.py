@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use the real Claude (needs ANTHROPIC_API_KEY) instead of the script",
     )
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary files")
+    demo.add_argument("--verbose", action="store_true",
+                      help="show the log lines of Honk and the simulators among the narration "
+                      "(otherwise they go to a file the demo names)")
     demo.add_argument(
         "--faults",
         type=Path,
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from honk_sim.demo import run_demo
 
         return run_demo(json_line=args.json, live_model=args.live_model, keep=args.keep,
-                        faults_file=args.faults)
+                        faults_file=args.faults, verbose=args.verbose)
     try:
         settings = load_settings(_environment())
     except SettingsError as error:

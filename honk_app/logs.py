@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 from honk_app.redact import Redactor, redacting_processor
 
 
-def configure_logging(*, level: str, fmt: str, redactor: Redactor) -> None:
+def configure_logging(
+    *, level: str, fmt: str, redactor: Redactor, stream: TextIO | None = None
+) -> None:
+    """`stream`: where the lines go (standard error unless given)."""
+    stream = stream or sys.stderr
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -27,13 +32,13 @@ def configure_logging(*, level: str, fmt: str, redactor: Redactor) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     # Libraries (uvicorn, httpx, githubkit) log through the standard library.
     logging.basicConfig(
         level=max(numeric, logging.INFO),
-        stream=sys.stderr,
+        stream=stream,
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)

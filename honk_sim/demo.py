@@ -15,8 +15,10 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from honk_app.logs import configure_logging
+from honk_app.redact import Redactor
 from honk_sim.claude import load_script
 from honk_sim.faults import FaultRule
 from honk_sim.harness import OfflineHonk, offline_honk
@@ -61,7 +63,8 @@ def _script(name: str) -> Path:
 
 
 def run_demo(
-    *, json_line: bool, live_model: bool, keep: bool, faults_file: Path | None = None
+    *, json_line: bool, live_model: bool, keep: bool, faults_file: Path | None = None,
+    verbose: bool = False,
 ) -> int:
     key = os.environ.get("ANTHROPIC_API_KEY") if live_model else None
     if live_model and not key:
@@ -73,6 +76,7 @@ def run_demo(
         print(f"honk demo --faults: {error}", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="honk-demo-"))
+    log_file = _logs_to(None if verbose else root.with_suffix(".log"))
     env = {"HONK_UNSAFE_NO_SANDBOX": os.environ.get("HONK_UNSAFE_NO_SANDBOX", "")}
     if faults:
         env["HONK_RETRY_SECONDS"] = "2"  # a run handed back is tried again at once
@@ -86,9 +90,21 @@ def run_demo(
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+        if log_file is not None:
+            log_file.close()
+            _say(f"The log lines of Honk and the simulators are in {log_file.name} "
+                 "(`honk demo --verbose` shows them as they come).")
     if json_line:
         print(json.dumps(result))
     return 0 if result["pr_number"] and result["checks_passed"] else 1
+
+
+def _logs_to(path: Path | None) -> TextIO | None:
+    """Send every log line (Honk's, the simulators', uvicorn's) to `path`, kept after the
+    demo, so that the narration reads alone; None: to standard error, as they come."""
+    stream = path.open("a") if path is not None else None
+    configure_logging(level="debug", fmt="console", redactor=Redactor(()), stream=stream)
+    return stream
 
 
 def _faults(path: Path | None) -> dict[str, list[dict[str, Any]]]:
