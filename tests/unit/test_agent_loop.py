@@ -36,7 +36,7 @@ from tests.conftest import sandbox_owned
 
 MODEL = "claude-sonnet-5-5"
 API_KEY = "sk-ant-test-key-do-not-leak"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkspaceTools:

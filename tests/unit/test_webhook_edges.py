@@ -25,7 +25,7 @@ from honk_app.store.runs import RunStore
 from honk_app.web.webhooks import BodyGate, WebhookReceiver, sign
 from honk_sim.loopback import LoopbackServer
 from tests.conftest import SECRET, app_payload, signed_headers
-from tests.test_webhooks import HOOK, labeled, stored
+from tests.unit.test_webhooks import HOOK, labeled, stored
 
 
 def comment(body: str = "/honk please fix it", comment_id: int = 777) -> bytes:

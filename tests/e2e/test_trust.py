@@ -22,7 +22,7 @@ from honk_sim.claude import load_script
 from honk_sim.demo import ISSUE_BODY, ISSUE_TITLE, MAINTAINER, REPO, demo_script
 from honk_sim.harness import OfflineHonk
 from tests.conftest import edit, git_out, report, sample_honk
-from tests.test_escapes import LoopbackListener
+from tests.unit.test_escapes import LoopbackListener
 
 FIX = load_script(demo_script())
 

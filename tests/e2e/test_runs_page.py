@@ -154,6 +154,7 @@ def test_sign_out_is_not_a_cross_site_post_away(world: World) -> None:
         assert carol.cookies.get(SESSION_COOKIE) is None
 
 
+@pytest.mark.slow  # a `honk` subprocess: the CLI's start-up is most of it
 def test_honk_runs_prints_a_table_and_json_lines(world: World, tmp_path: Path) -> None:
     honk = Path(sys.executable).with_name("honk")
     env = {"HONK_DATA_DIR": str(world.honk.settings.data_dir), "PATH": "/usr/bin:/bin",

@@ -397,32 +397,3 @@ def test_an_empty_repository_ends_with_a_sentence(tmp_path: Path) -> None:
         assert run["outcome"] == "empty_repository", run
         body = the_status(honk)
         assert body.startswith("😕") and "no commits" in body
-
-
-def test_honk_demo_shows_faults_from_a_file(tmp_path: Path) -> None:
-    import json
-    import shutil
-    import subprocess
-    import sys
-
-    rules = {
-        "github": [
-            {"action": "lose-after-acting", "status": 502, "method": "POST", "path": "/pulls$"},
-            {"action": "lose-after-acting", "method": "POST", "path": "/replies$"},
-        ],
-        "claude": [{"status": 529, "count": 6}],
-    }
-    faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps(rules))
-    honk = shutil.which("honk") or str(Path(sys.executable).with_name("honk"))
-    done = subprocess.run([honk, "demo", "--json", "--faults", str(faults)],
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["status_comment"].startswith(f"🚀 Opened #{result['pr_number']}")
-    assert "Anthropic is overloaded; waiting" in result["status_comment"]
-    assert result["thread_replies"] == 2 and len(result["followup_commits"]) == 1
-    faults.write_text('{"gitlab": []}')
-    refused = subprocess.run([honk, "demo", "--faults", str(faults)], capture_output=True,
-                             text=True, timeout=60)
-    assert refused.returncode == 2 and "honk demo --faults:" in refused.stderr

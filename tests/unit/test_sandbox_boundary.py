@@ -226,7 +226,7 @@ def test_a_slot_is_the_sandboxs_to_work_and_still_hosts_git(tmp_path: Path) -> N
     host commits; the data directory stays closed to everyone else."""
     from honk_app.sandbox.user import SHARED_DIR_MODE
     from honk_app.workspace.checkout import WorkspaceManager
-    from tests.test_workspace import Upstream, remote_of
+    from tests.unit.test_workspace import Upstream, remote_of
 
     upstream = Upstream(tmp_path / "upstream")
     old_umask = os.umask(0o077)

@@ -158,7 +158,7 @@ async def test_a_worker_loop_ended_by_an_error_is_started_again_and_healthz_says
     from honk_app.redact import Redactor
     from honk_app.settings import load_settings
     from honk_app.web.app import Live
-    from tests.test_silent_calls import private_key_pem
+    from tests.unit.test_silent_calls import private_key_pem
 
     workers = CrashingOnce()
 

@@ -29,7 +29,7 @@ from honk_app.settings import load_settings
 from honk_app.workspace.checkout import WorkspaceManager
 from honk_app.workspace.git import GitRemote, GitTimeout
 from honk_sim.loopback import LoopbackServer
-from tests.test_workspace import Upstream, remote_of
+from tests.unit.test_workspace import Upstream, remote_of
 
 pytestmark = pytest.mark.anyio
 
