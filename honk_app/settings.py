@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from dotenv import dotenv_values
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 # A repository's `model:` may name these unless the operator sets HONK_MODELS: the current
@@ -368,15 +369,12 @@ def effective_limits(settings: Settings, repo: RepoConfig) -> EffectiveLimits:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """`NAME=value` lines; quotes around a value are dropped, `#` lines are comments."""
-    values: dict[str, str] = {}
+    """`NAME=value` lines as python-dotenv reads them (quotes, escapes, comments), with no
+    `${VAR}` expansion; a name without a value is left out."""
     if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        name, sep, value = line.strip().partition("=")
-        if sep and name and not name.startswith("#"):
-            values[name.strip()] = value.strip().strip("'\"")
-    return values
+        return {}
+    return {name: value for name, value in dotenv_values(path, interpolate=False).items()
+            if value is not None}
 
 
 def write_dotenv(path: Path, values: Mapping[str, str]) -> None:
@@ -410,4 +408,12 @@ def write_dotenv(path: Path, values: Mapping[str, str]) -> None:
 
 
 def _quoted(value: str) -> str:
-    return f'"{value}"' if re.search(r"[\s#'\"\\]", value) else value
+    """Bare when plain; otherwise in single quotes, which python-dotenv reads back as
+    written once `\\` and `'` are escaped (a value that ends with a quote, or is quoted
+    itself, round-trips)."""
+    if _BARE_VALUE.fullmatch(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_BARE_VALUE = re.compile(r"[A-Za-z0-9_./:@+,=-]+")
