@@ -325,9 +325,6 @@ class RunStore:
             (lock_key, exclude),
         )
 
-    async def recent(self, limit: int = 100) -> list[Run]:
-        return await self._many("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-
     async def running_workers(self) -> list[str]:
         async def op(sql: Sql) -> list[str]:
             rows = await sql.execute(
