@@ -41,7 +41,7 @@ class AppCredentials:
         """The `.env` lines Honk reads at start-up (config.load_settings)."""
         return {
             "APP_ID": str(self.app_id),
-            # One line: config.py turns the literal `\n` back into line breaks.
+            # One line: settings.py turns the literal `\n` back into line breaks.
             "PRIVATE_KEY": self.private_key.strip().replace("\n", "\\n"),
             "WEBHOOK_SECRET": self.webhook_secret,
             "GITHUB_CLIENT_ID": self.client_id,

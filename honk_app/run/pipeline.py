@@ -1,8 +1,9 @@
 """One run, start to end: the steps of DESIGN.md's flow, in order.
 
-authorize → acknowledge → checkout → (setup, agent, checks: see change.py) → commit →
-push → pull request → final status. Every failure a person can cause or fix ends in the
-status comment as one sentence, with 😕.
+authorize → acknowledge → checkout → make the change (setup, agent, checks, commit: see
+change.py, which touches neither GitHub nor the store) → push → pull request → final
+status. Every failure a person can cause or fix ends in the status comment as one
+sentence, with 😕.
 
 Faults (see README, "When things fail"): a GitHub outage, a failed fetch or push hands the
 run back to the queue (`RetryLater`); the next attempt resumes from what the run recorded

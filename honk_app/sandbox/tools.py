@@ -1,6 +1,6 @@
 """The agent's tools: Anthropic's bash tool and text editor tool, confined to the workspace.
 
-`bash` runs each command in a fresh sandbox (see sandbox.py).
+`bash` runs each command in a fresh sandbox (see bubblewrap.py).
 
 The editor runs on the host, with Python file I/O, rather than in the sandbox: a view or
 an edit then costs no process start, and the bytes written are exactly the model's. It is
