@@ -341,6 +341,9 @@ class Workspace:
         descends = await git.run("merge-base", "--is-ancestor", self.start_sha, sha, check=False)
         if descends.returncode:
             return False
+        # The checkout was handed to the sandbox's uid since git wrote it (new ctimes): let
+        # the index see the files are unchanged, or `reset --keep` takes them for edits.
+        await git.run("update-index", "-q", "--refresh", check=False)
         await git.run("reset", "--quiet", "--keep", sha, "--")
         log.info("workspace.adopted", repo=self.repo, branch=self.branch, sha=sha)
         return True
