@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,7 +182,8 @@ def _review(honk: OfflineHonk, pull: int, branch: str) -> tuple[list[str], int]:
         print(_git(sim.git_dir(REPO), "show", "--format=%h %s", after))
     replies = [c for c in sim.review_comments(REPO, pull) if c.get("in_reply_to_id")]
     for reply in replies:
-        _say(f"reply in thread {reply['in_reply_to_id']}: {reply['body']}")
+        shown = re.sub(r"\s*<!--.*?-->", "", reply["body"], flags=re.DOTALL)  # as GitHub shows it
+        _say(f"reply in thread {reply['in_reply_to_id']}: {shown}")
     _say(f"Run {run['id']} ended: {run['state']} — {run['detail']}")
     return commits, len(replies)
 
