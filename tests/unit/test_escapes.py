@@ -130,6 +130,33 @@ def test_network_can_be_shared_by_the_operator(repo: Path, listener: LoopbackLis
     assert listener.connections == 1
 
 
+@pytest.mark.parametrize("network", [False, True])
+def test_host_abstract_unix_sockets_are_out_of_reach(repo: Path, network: bool) -> None:
+    """Abstract sockets (D-Bus, X11, container agents listen there) have no file to mask:
+    they belong to the network namespace, so only a shared network reaches them."""
+    name = f"honk-abstract-{uuid.uuid4().hex}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + name)
+    server.listen(1)
+    accepted: list[object] = []
+    server.settimeout(15)
+    waiter = threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True)
+    waiter.start()
+    connect = ("import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n"
+               f"    s.connect('\\0{name}'); print('connected')\n"
+               "except OSError as e:\n    print(type(e).__name__)")
+    try:
+        result = run(Sandbox(repo, limits=LIMITS, network=network), f'python3 -c "{connect}"')
+        waiter.join(timeout=0 if not network else 15)
+    finally:
+        server.close()
+    if network:  # the control: the same attempt, with the host's network, gets through
+        assert result.output == "connected\n" and accepted, result.output
+    else:
+        assert result.output == "ConnectionRefusedError\n", result.output
+        assert not accepted
+
+
 def test_writes_outside_the_workspace_fail_or_stay_inside(repo: Path, tmp_path: Path) -> None:
     host_tmp = tmp_path / "host-tmp"
     host_tmp.mkdir()
