@@ -387,11 +387,11 @@ def write_dotenv(path: Path, values: Mapping[str, str]) -> None:
     pending = dict(values)
     kept = []
     for line in lines:
-        name = line.strip().partition("=")[0].strip()
-        if name in pending:
-            kept.append(f"{name}={_quoted(pending.pop(name))}")
-        else:
+        name = line.strip().removeprefix("export ").partition("=")[0].strip()
+        if name not in values:
             kept.append(line)
+        elif name in pending:  # its first line takes the new value; a later one would win
+            kept.append(f"{name}={_quoted(pending.pop(name))}")
     kept += [f"{name}={_quoted(value)}" for name, value in pending.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=".env.", dir=path.parent)  # mode 0600

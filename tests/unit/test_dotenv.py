@@ -42,3 +42,12 @@ def test_a_hand_written_file_reads_as_python_dotenv_reads_it(tmp_path: Path) -> 
 
 def test_no_file_is_no_values(tmp_path: Path) -> None:
     assert read_dotenv(tmp_path / "missing.env") == {}
+
+
+def test_a_name_set_twice_by_hand_takes_the_new_value(tmp_path: Path) -> None:
+    # python-dotenv lets the last line win: a later, older line must not override Honk's.
+    env = tmp_path / ".env"
+    env.write_text("APP_ID=1\nexport WEBHOOK_SECRET=old\nLOG_LEVEL=debug\nAPP_ID=2\n")
+    write_dotenv(env, {"APP_ID": "77", "WEBHOOK_SECRET": "new"})
+    assert read_dotenv(env) == {"APP_ID": "77", "WEBHOOK_SECRET": "new", "LOG_LEVEL": "debug"}
+    assert env.read_text().count("APP_ID=") == 1
