@@ -207,6 +207,7 @@ class GitHubApp:
                 f"No installation token for {repo}: {error}.",
                 status=error.status,
                 transient=error.transient,
+                rate_limited=error.rate_limited,
             ) from None
         data = response.parsed_data
         self.redactor.add(data.token)
