@@ -50,7 +50,7 @@ from honk_app.store.db import (
 )
 from honk_app.store.postgres import PostgresDatabase, PostgresSql, is_unreachable
 from honk_app.store.runs import Enqueue, RunStore
-from honk_app.workers.pool import Execute
+from honk_app.workers.pool import Execute, pause
 
 log = structlog.get_logger()
 
@@ -214,8 +214,7 @@ class JobWorkers:
         self._down_since = self._down_since or time.monotonic()
         metrics.BACKGROUND_ERRORS.labels(task="job worker").inc()
         log.warning("job worker stopped; starting it again", error=str(error) if error else None)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=RESTART_SECONDS)
+        await pause(stop, RESTART_SECONDS)
 
     async def _run_job(self, context: JobContext, run_id: int) -> None:
         try:
@@ -299,8 +298,7 @@ class JobWorkers:
 
     async def _sweep_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.heartbeat_seconds)
+            await pause(stop, self.heartbeat_seconds)
             if stop.is_set():
                 return
             try:
