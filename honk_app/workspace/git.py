@@ -29,8 +29,10 @@ STDERR_LIMIT = 2_000
 # Honk runs with umask 077; git runs with 007, in directories of the sandbox's group (see
 # honk_app/sandbox/user.py), so what it writes into a worktree or a mirror stays
 # usable by the agent's uid. Set by a shell (about 1.2 ms a command here) because uvloop's
-# subprocess_exec refuses `umask=`, and preexec_fn is not safe with threads.
-_WITH_GIT_UMASK = ("/bin/sh", "-c", 'umask 007 && exec "$@"', "honk-git")
+# subprocess_exec refuses `umask=`, and preexec_fn is not safe with threads. Only a root
+# Honk has a sandbox of another uid; unprivileged, the sandbox is Honk's own uid.
+_WITH_GIT_UMASK = ("/bin/sh", "-c", 'umask 007 && exec "$@"', "honk-git") \
+    if os.geteuid() == 0 else ()
 # How long a command talking to a remote (fetch, push) may take before it is killed; the
 # server setting HONK_GIT_TIMEOUT_SECONDS sets it per remote (see WorkspaceManager).
 DEFAULT_REMOTE_TIMEOUT_SECONDS = 600.0
